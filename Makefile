@@ -1,0 +1,34 @@
+# Two commands do everything: `make train` (the main job) and `make test`.
+# Each creates (or reuses) the virtual environment in .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup train test lint format clean-data
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+## Main job: simulate (once), train, evaluate on the test split, print the TrackML score.
+train: setup
+	$(PY) training.py $(ARGS)
+
+## Default test selection (CPU, no slow tests; gpu/requiresdata tests skip when unavailable).
+test: setup
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean-data:
+	rm -rf data runs

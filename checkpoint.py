@@ -1,0 +1,76 @@
+"""Checkpoint files: written atomically, read back with validation.
+
+A checkpoint is a dict holding ``epoch``, ``model_state_dict`` (latest weights),
+``best_model_state_dict`` (weights with the lowest validation loss),
+``optimizer_state_dict``, ``train_losses``, ``val_losses``, ``model_config``,
+``normaliser``, ``train_config`` and ``data`` (path, type, split seed and fractions), so
+evaluation can rebuild the model and the test split with no repeated hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data_processing.dataset import Normaliser
+from model import ModelConfig, TransformerRegressor
+
+REQUIRED_KEYS = (
+    "epoch",
+    "model_state_dict",
+    "best_model_state_dict",
+    "optimizer_state_dict",
+    "train_losses",
+    "val_losses",
+    "model_config",
+    "normaliser",
+    "data",
+)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically: a killed run never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint``; a clear error if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a checkpoint dict")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {missing}")
+    return state
+
+
+def model_from_checkpoint(
+    state: dict[str, Any], best: bool = True, **config_overrides: Any
+) -> tuple[TransformerRegressor, Normaliser]:
+    """Rebuild the model (best or latest weights, in eval mode) and its normaliser.
+
+    ``config_overrides`` change run-time-only options such as the attention backend.
+    """
+    config = ModelConfig.from_dict({**state["model_config"], **config_overrides})
+    model = TransformerRegressor(config)
+    model.load_state_dict(state["best_model_state_dict" if best else "model_state_dict"])
+    model.eval()
+    return model, Normaliser.from_dict(state["normaliser"])

@@ -1,0 +1,494 @@
+"""Hit data sets: loading, normalisation, splitting and batching.
+
+Data flow: a file (REDVID CSV or a converted TrackML set) -> a *hit table* (one row per
+hit: event_id, hit_id, particle_id, weight, input columns, target columns, extras) ->
+an ``EventSet`` (flat numpy arrays sorted by event, with per-event offsets) ->
+``DeviceEvents`` (normalised torch tensors on the training device) -> ``PaddedBatch``.
+
+Conventions:
+* ``particle_id == 0`` marks noise hits. They are model inputs but carry no target: the
+  loss ignores them and their weight is 0 in the TrackML score.
+* REDVID inputs are the Cartesian hit position (x, y, z) = (r cos(theta), r sin(theta), z)
+  in the file's length unit: Cartesian avoids the +-pi jump of the azimuth.
+* Targets: ``linear``: (theta, sin phi, cos phi) of the track direction;
+  ``helical``: (radial_coeff a, pitch_coeff b, azimuthal_coeff d) of r = a t,
+  phi = phi0 + d t, z = b t, plus (sin phi0, cos phi0) when the file has random phi0;
+  ``trackml``: (theta, sin phi, cos phi, q) of the particle's initial momentum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from custom_encoder import AttentionLayout
+
+DATA_TYPES = ("linear", "helical", "trackml")
+CORE_COLUMNS = ("event_id", "hit_id", "particle_id", "weight")
+REDVID_INPUT_COLUMNS = ("x", "y", "z")
+REDVID_COLUMNS = (
+    "event_id",
+    "sub_detector_id",
+    "sub_detector_type",
+    "track_id",
+    "track_type",
+    "radial_const",
+    "azimuthal_const",
+    "pitch_const",
+    "radial_coeff",
+    "azimuthal_coeff",
+    "pitch_coeff",
+    "hit_id",
+    "hit_r",
+    "hit_theta",
+    "hit_z",
+)
+# Published linear sets carry the direction in these columns instead of the coefficients.
+REDVID_LINEAR_DIRECTION_COLUMNS = ("theta_d", "z_d", "r_d")
+
+
+def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; found {list(frame.columns)}")
+
+
+def _require_finite(frame: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
+    for column in columns:
+        values = frame[column].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            events = frame.loc[bad, "event_id"].unique()[:5].tolist()
+            raise ValueError(
+                f"{source}: column {column!r} has {int(bad.sum())} NaN/inf value(s), "
+                f"first in event(s) {events}"
+            )
+
+
+def read_redvid_csv(path: str | Path, data_type: str) -> pd.DataFrame:
+    """Read a REDVID ``;``-separated CSV (ours or anyone's) into a hit table.
+
+    Args:
+        path: the CSV file.
+        data_type: ``"linear"`` or ``"helical"``; selects the target columns.
+
+    Returns:
+        Hit table with columns event_id, hit_id, particle_id (= track_id, 0 = noise),
+        weight (1 for track hits, 0 for noise), x, y, z and the target columns.
+    """
+    source = str(path)
+    if data_type not in ("linear", "helical"):
+        raise ValueError(f"{source}: REDVID data_type must be linear or helical, not {data_type!r}")
+    try:
+        raw = pd.read_csv(path, sep=";")
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{source}: file is empty") from err
+    if len(raw.columns) < 2:
+        raise ValueError(
+            f"{source}: not a ';'-separated REDVID file (header {list(raw.columns)[:3]})"
+        )
+    if raw.empty:
+        raise ValueError(f"{source}: file has a header but no hits")
+    _require_columns(raw, ("event_id", "track_id", "hit_r", "hit_theta", "hit_z"), source)
+    _require_finite(raw, ("event_id", "track_id", "hit_r", "hit_theta", "hit_z"), source)
+
+    table = pd.DataFrame(
+        {
+            "event_id": raw["event_id"].to_numpy(np.int64),
+            "particle_id": raw["track_id"].to_numpy(np.int64),
+        }
+    )
+    if "hit_id" in raw.columns:
+        table["hit_id"] = raw["hit_id"].to_numpy(np.int64)
+    else:
+        table["hit_id"] = table.groupby("event_id").cumcount().to_numpy(np.int64)
+    is_track = table["particle_id"].to_numpy() != 0
+    table["weight"] = is_track.astype(np.float32)
+    r = raw["hit_r"].to_numpy(np.float64)
+    azimuth = raw["hit_theta"].to_numpy(np.float64)
+    table["x"] = r * np.cos(azimuth)
+    table["y"] = r * np.sin(azimuth)
+    table["z"] = raw["hit_z"].to_numpy(np.float64)
+
+    if data_type == "linear":
+        targets = _linear_targets(raw, source)
+    else:
+        targets = _helical_targets(raw, source)
+    for name, values in targets.items():
+        # Noise hits have no track: their targets are undefined, so NaN, never used.
+        table[name] = np.where(is_track, values, np.nan)
+    bad = ~np.isfinite(table.loc[is_track, list(targets)].to_numpy())
+    if bad.any():
+        events = table.loc[is_track].loc[bad.any(axis=1), "event_id"].unique()[:5].tolist()
+        raise ValueError(f"{source}: NaN/inf target values for track hits in event(s) {events}")
+    return table
+
+
+def _linear_targets(raw: pd.DataFrame, source: str) -> dict[str, np.ndarray]:
+    """(theta, sin phi, cos phi) of a straight track's direction."""
+    if all(c in raw.columns for c in REDVID_LINEAR_DIRECTION_COLUMNS):
+        theta = np.arctan2(raw["r_d"].to_numpy(np.float64), raw["z_d"].to_numpy(np.float64))
+        phi = raw["theta_d"].to_numpy(np.float64)
+    else:
+        needed = ("radial_coeff", "pitch_coeff", "azimuthal_const")
+        if not all(c in raw.columns for c in needed):
+            raise ValueError(
+                f"{source}: linear data needs columns {list(REDVID_LINEAR_DIRECTION_COLUMNS)} "
+                f"or {list(needed)}; found {list(raw.columns)}"
+            )
+        # A straight track is the degenerate helix r = a t, z = b t at fixed azimuth phi0.
+        theta = np.arctan2(
+            raw["radial_coeff"].to_numpy(np.float64), raw["pitch_coeff"].to_numpy(np.float64)
+        )
+        phi = raw["azimuthal_const"].to_numpy(np.float64)
+    return {"theta": theta, "sin_phi": np.sin(phi), "cos_phi": np.cos(phi)}
+
+
+def _helical_targets(raw: pd.DataFrame, source: str) -> dict[str, np.ndarray]:
+    """(a, b, d) of r = a t, phi = phi0 + d t, z = b t; plus sin/cos phi0 if phi0 varies."""
+    _require_columns(raw, ("radial_coeff", "pitch_coeff", "azimuthal_coeff"), source)
+    targets = {
+        "radial_coeff": raw["radial_coeff"].to_numpy(np.float64),
+        "pitch_coeff": raw["pitch_coeff"].to_numpy(np.float64),
+        "azimuthal_coeff": raw["azimuthal_coeff"].to_numpy(np.float64),
+    }
+    if "azimuthal_const" in raw.columns:
+        phi0 = raw["azimuthal_const"].to_numpy(np.float64)
+        # With a random start azimuth, (a, b, d) no longer identify a track on their own.
+        if np.any(phi0[raw["track_id"].to_numpy() != 0] != 0):
+            targets["sin_phi0"] = np.sin(phi0)
+            targets["cos_phi0"] = np.cos(phi0)
+    return targets
+
+
+def load_hit_table(path: str | Path, data_type: str) -> pd.DataFrame:
+    """Read any supported data file into a hit table (see module docstring)."""
+    if data_type not in DATA_TYPES:
+        raise ValueError(f"unknown data_type {data_type!r}; use one of {DATA_TYPES}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if data_type == "trackml":
+        from data_processing.trackml_data import read_hit_table
+
+        return read_hit_table(path)
+    return read_redvid_csv(path, data_type)
+
+
+def columns_for(data_type: str, table: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input columns, target columns) of a hit table of the given data type."""
+    if data_type == "trackml":
+        from data_processing.trackml_data import INPUT_COLUMNS, TARGET_COLUMNS
+
+        return tuple(INPUT_COLUMNS), tuple(TARGET_COLUMNS)
+    if data_type == "linear":
+        return REDVID_INPUT_COLUMNS, ("theta", "sin_phi", "cos_phi")
+    targets = ("radial_coeff", "pitch_coeff", "azimuthal_coeff")
+    if "sin_phi0" in table.columns:
+        targets = (*targets, "sin_phi0", "cos_phi0")
+    return REDVID_INPUT_COLUMNS, targets
+
+
+@dataclass
+class EventSet:
+    """Hits of many events, stored flat and sorted by event.
+
+    Hits of event ``e`` are rows ``offsets[e]:offsets[e + 1]`` of every per-hit array.
+    T = total hits, E = events, F = input features, K = targets.
+    """
+
+    inputs: np.ndarray  # [T, F] float32
+    targets: np.ndarray  # [T, K] float32; 0 for noise hits (masked out of the loss)
+    particle_id: np.ndarray  # [T] int64, 0 = noise
+    hit_id: np.ndarray  # [T] int64, unique within an event
+    weight: np.ndarray  # [T] float32, TrackML score weight
+    event_id: np.ndarray  # [E] int64
+    offsets: np.ndarray  # [E + 1] int64
+    input_names: tuple[str, ...]
+    target_names: tuple[str, ...]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # per-hit [T] columns
+
+    @classmethod
+    def from_table(
+        cls,
+        table: pd.DataFrame,
+        input_columns: tuple[str, ...],
+        target_columns: tuple[str, ...],
+        max_nr_hits: int | None = None,
+        source: str = "hit table",
+    ) -> EventSet:
+        """Build from a hit table; rows are grouped by event_id (stable, order kept).
+
+        Raises ValueError naming ``source`` for missing columns, NaN inputs, duplicated
+        hit ids within an event, or an event with more than ``max_nr_hits`` hits.
+        """
+        _require_columns(table, (*CORE_COLUMNS, *input_columns, *target_columns), source)
+        if table.empty:
+            raise ValueError(f"{source}: no hits")
+        _require_finite(table, input_columns, source)
+        table = table.sort_values("event_id", kind="stable")
+        event_ids, starts, sizes = np.unique(
+            table["event_id"].to_numpy(np.int64), return_index=True, return_counts=True
+        )
+        if max_nr_hits is not None and sizes.max() > max_nr_hits:
+            too_big = event_ids[sizes > max_nr_hits]
+            raise ValueError(
+                f"{source}: {len(too_big)} event(s) exceed max_nr_hits={max_nr_hits}, "
+                f"e.g. event {too_big[0]} with {sizes[sizes > max_nr_hits][0]} hits; "
+                "raise --max_nr_hits"
+            )
+        duplicated = table.duplicated(["event_id", "hit_id"])
+        if duplicated.any():
+            event, hit = table.loc[duplicated, ["event_id", "hit_id"]].iloc[0].astype(np.int64)
+            raise ValueError(f"{source}: hit_id {hit} appears twice in event {event}")
+        particle_id = table["particle_id"].to_numpy(np.int64)
+        targets = table.loc[:, list(target_columns)].to_numpy(np.float32, copy=True)
+        targets[particle_id == 0] = 0.0
+        extra_names = [c for c in table.columns if c not in (*CORE_COLUMNS, *input_columns)]
+        extra_names = [c for c in extra_names if c not in target_columns]
+        return cls(
+            inputs=table.loc[:, list(input_columns)].to_numpy(np.float32),
+            targets=targets,
+            particle_id=particle_id,
+            hit_id=table["hit_id"].to_numpy(np.int64),
+            weight=table["weight"].to_numpy(np.float32),
+            event_id=event_ids,
+            offsets=np.append(starts, len(table)).astype(np.int64),
+            input_names=tuple(input_columns),
+            target_names=tuple(target_columns),
+            extras={name: table[name].to_numpy() for name in extra_names},
+        )
+
+    @property
+    def n_events(self) -> int:
+        return len(self.event_id)
+
+    @property
+    def n_hits(self) -> int:
+        return len(self.hit_id)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """[E] hits per event."""
+        return np.diff(self.offsets)
+
+    def hit_event_index(self) -> np.ndarray:
+        """[T] position (0..E-1) of each hit's event in this set."""
+        return np.repeat(np.arange(self.n_events), self.sizes)
+
+    def subset(self, event_indices: np.ndarray) -> EventSet:
+        """A new EventSet holding the given events (positions, not ids), in that order."""
+        event_indices = np.asarray(event_indices, dtype=np.int64)
+        sizes = self.sizes[event_indices]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        # Hit rows of the chosen events, gathered without a per-event loop.
+        rows = np.repeat(self.offsets[event_indices] - offsets[:-1], sizes) + np.arange(offsets[-1])
+        return EventSet(
+            inputs=self.inputs[rows],
+            targets=self.targets[rows],
+            particle_id=self.particle_id[rows],
+            hit_id=self.hit_id[rows],
+            weight=self.weight[rows],
+            event_id=self.event_id[event_indices],
+            offsets=offsets,
+            input_names=self.input_names,
+            target_names=self.target_names,
+            extras={name: values[rows] for name, values in self.extras.items()},
+        )
+
+    def truth_frame(self) -> pd.DataFrame:
+        """Per-hit truth for scoring: event_id, hit_id, particle_id, weight, extras."""
+        frame = pd.DataFrame(
+            {
+                "event_id": np.repeat(self.event_id, self.sizes),
+                "hit_id": self.hit_id,
+                "particle_id": self.particle_id,
+                "weight": self.weight,
+            }
+        )
+        for name, values in self.extras.items():
+            frame[name] = values
+        return frame
+
+
+def load_events(path: str | Path, data_type: str, max_nr_hits: int | None = None) -> EventSet:
+    """Read a data file straight into an EventSet with the data type's columns."""
+    table = load_hit_table(path, data_type)
+    inputs, targets = columns_for(data_type, table)
+    return EventSet.from_table(table, inputs, targets, max_nr_hits, source=str(path))
+
+
+def split_events(
+    n_events: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random train/validation/test split of event positions, reproducible by ``seed``."""
+    if n_events < 3:
+        raise ValueError(f"need at least 3 events to split, got {n_events}")
+    if abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"split fractions {fractions} do not sum to 1")
+    order = np.random.default_rng(seed).permutation(n_events)
+    n_train = max(1, round(fractions[0] * n_events))
+    n_val = max(1, round(fractions[1] * n_events))
+    n_train = min(n_train, n_events - 2)
+    return (
+        np.sort(order[:n_train]),
+        np.sort(order[n_train : n_train + n_val]),
+        np.sort(order[n_train + n_val :]),
+    )
+
+
+@dataclass
+class Normaliser:
+    """Per-column standardisation of inputs and targets, fitted on the training split.
+
+    Stored in the checkpoint so evaluation never recomputes it on the test data.
+    """
+
+    input_mean: np.ndarray  # [F]
+    input_std: np.ndarray  # [F]
+    target_mean: np.ndarray  # [K]
+    target_std: np.ndarray  # [K]
+
+    @classmethod
+    def fit(cls, events: EventSet) -> Normaliser:
+        """Fit on all hits (inputs) and on track hits only (targets; noise has none)."""
+        track = events.particle_id != 0
+        targets = events.targets[track] if track.any() else events.targets
+        return cls(
+            input_mean=events.inputs.mean(axis=0, dtype=np.float64),
+            input_std=_safe_std(events.inputs),
+            target_mean=targets.mean(axis=0, dtype=np.float64),
+            target_std=_safe_std(targets),
+        )
+
+    def normalise_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        return ((inputs - self.input_mean) / self.input_std).astype(np.float32)
+
+    def normalise_targets(self, targets: np.ndarray) -> np.ndarray:
+        return ((targets - self.target_mean) / self.target_std).astype(np.float32)
+
+    def denormalise_targets(self, targets: np.ndarray) -> np.ndarray:
+        return (targets * self.target_std + self.target_mean).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Normaliser:
+        return cls(**{k: np.asarray(v, dtype=np.float64) for k, v in values.items()})
+
+
+def _safe_std(values: np.ndarray) -> np.ndarray:
+    std = values.std(axis=0, dtype=np.float64)
+    # A constant column (e.g. all tracks of one charge) must not divide by zero.
+    return np.where(std > 1e-12, std, 1.0)
+
+
+@dataclass
+class DeviceEvents:
+    """An EventSet's normalised arrays as torch tensors on one device.
+
+    Keeping the whole set on the device lets a batch be gathered with a few index ops
+    instead of a host-to-device copy per step.
+    """
+
+    inputs: Tensor  # [T, F] float32
+    targets: Tensor  # [T, K] float32
+    loss_mask: Tensor  # [T] bool: hits that carry a target (not noise)
+    offsets: Tensor  # [E + 1] int64
+    sizes: Tensor  # [E] int64
+
+    @classmethod
+    def from_events(
+        cls, events: EventSet, normaliser: Normaliser, device: torch.device | str = "cpu"
+    ) -> DeviceEvents:
+        targets = normaliser.normalise_targets(events.targets)
+        track = events.particle_id != 0
+        targets[~track] = 0.0
+        return cls(
+            inputs=torch.from_numpy(normaliser.normalise_inputs(events.inputs)).to(device),
+            targets=torch.from_numpy(targets).to(device),
+            loss_mask=torch.from_numpy(track).to(device),
+            offsets=torch.from_numpy(events.offsets).to(device),
+            sizes=torch.from_numpy(events.sizes).to(device),
+        )
+
+    @property
+    def n_events(self) -> int:
+        return len(self.sizes)
+
+
+@dataclass
+class PaddedBatch:
+    """Events padded to the longest event of the batch.
+
+    x: [B, N, F]; y: [B, N, K]; loss_mask: [B, N] real hits with a target;
+    layout.pad_mask: [B, N] True at padding; rows: [B, N] flat hit row of each
+    position in the DeviceEvents (-1 at padding), to scatter predictions back.
+    """
+
+    x: Tensor
+    y: Tensor
+    loss_mask: Tensor
+    layout: AttentionLayout
+    rows: Tensor
+
+
+def padded_batch(
+    data: DeviceEvents, event_index: Tensor, n_max: int | None = None, pad_value: float = 0.0
+) -> PaddedBatch:
+    """Gather the events ``event_index`` ([B] positions) into a padded batch.
+
+    Vectorised: one gather for all events; the pad value never reaches a real hit's
+    output because padding keys are masked in attention. Pass ``n_max`` (the largest
+    event size of the batch, known on the host) to avoid a device-to-host sync.
+    """
+    sizes = data.sizes[event_index]
+    if n_max is None:
+        n_max = int(sizes.max())
+    slot = torch.arange(n_max, device=sizes.device)
+    real = slot[None, :] < sizes[:, None]
+    rows = data.offsets[event_index][:, None] + slot[None, :]
+    rows = torch.where(real, rows, torch.zeros_like(rows))
+    x = data.inputs[rows].masked_fill(~real[..., None], pad_value)
+    y = data.targets[rows].masked_fill(~real[..., None], 0.0)
+    loss_mask = data.loss_mask[rows] & real
+    return PaddedBatch(
+        x=x,
+        y=y,
+        loss_mask=loss_mask,
+        layout=AttentionLayout(pad_mask=~real),
+        rows=torch.where(real, rows, torch.full_like(rows, -1)),
+    )
+
+
+def batch_event_indices(
+    sizes: np.ndarray,
+    batch_size: int,
+    shuffle: bool,
+    rng: np.random.Generator | None = None,
+    sort_window: int = 50,
+) -> list[np.ndarray]:
+    """Split event positions into batches of at most ``batch_size`` events.
+
+    With ``sort_window > 1``, events are (after shuffling) sorted by size within windows
+    of ``sort_window`` batches, so each batch holds events of similar size and little
+    compute goes to padding; the batch order is then shuffled again. ``sort_window=1``
+    gives plain random batches.
+    """
+    n = len(sizes)
+    order = rng.permutation(n) if shuffle and rng is not None else np.arange(n)
+    if sort_window > 1:
+        window = batch_size * sort_window
+        chunks = [order[i : i + window] for i in range(0, n, window)]
+        order = np.concatenate([c[np.argsort(sizes[c], kind="stable")] for c in chunks])
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if shuffle and rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches

@@ -1,0 +1,217 @@
+"""REDVID loading, validation errors, splitting, normalisation and batching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data_processing.dataset import (
+    REDVID_COLUMNS,
+    DeviceEvents,
+    EventSet,
+    Normaliser,
+    batch_event_indices,
+    load_events,
+    padded_batch,
+    split_events,
+)
+
+
+def _redvid_rows() -> pd.DataFrame:
+    """Two events: event 7 with tracks 1, 2 and a noise hit; event 9 with track 1."""
+    rows = [
+        # event, track, phi0, a, d, b, hit_id, r, azimuth, z
+        (7, 1, 0.5, 0.6, 0.0, 0.8, 0, 1.0, 0.5, 1.0 / 0.6 * 0.8),
+        (7, 2, -2.0, 1.0, 0.0, 0.0, 1, 1.0, -2.0, 0.0),
+        (7, 1, 0.5, 0.6, 0.0, 0.8, 2, 2.0, 0.5, 2.0 / 0.6 * 0.8),
+        (7, 0, 0.0, 0.0, 0.0, 0.0, 3, 1.5, 3.0, 0.3),
+        (9, 1, 3.0, 0.8, 0.0, -0.6, 0, 1.0, 3.0, -0.75),
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "event_id",
+            "track_id",
+            "azimuthal_const",
+            "radial_coeff",
+            "azimuthal_coeff",
+            "pitch_coeff",
+            "hit_id",
+            "hit_r",
+            "hit_theta",
+            "hit_z",
+        ],
+    )
+    frame["sub_detector_id"] = 0
+    frame["sub_detector_type"] = "barrel"
+    frame["track_type"] = "linear"
+    frame["radial_const"] = 0.0
+    frame["pitch_const"] = 0.0
+    return frame[list(REDVID_COLUMNS)]
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, sep=";", index=False)
+    return path
+
+
+def test_redvid_round_trip_inputs_and_targets(tmp_path: Path) -> None:
+    path = _write(_redvid_rows(), tmp_path / "lin.csv")
+    events = load_events(path, "linear")
+    assert events.n_events == 2 and events.n_hits == 5
+    assert events.event_id.tolist() == [7, 9]
+    assert events.sizes.tolist() == [4, 1]
+    assert events.input_names == ("x", "y", "z")
+    assert events.target_names == ("theta", "sin_phi", "cos_phi")
+    # First hit: r = 1 at azimuth 0.5 -> (cos 0.5, sin 0.5, z).
+    np.testing.assert_allclose(events.inputs[0], [np.cos(0.5), np.sin(0.5), 0.8 / 0.6], rtol=1e-6)
+    # theta = atan2(a, b) = atan2(0.6, 0.8); phi = phi0 = 0.5.
+    np.testing.assert_allclose(
+        events.targets[0], [np.arctan2(0.6, 0.8), np.sin(0.5), np.cos(0.5)], rtol=1e-6
+    )
+    # Noise hit: particle 0, weight 0, zero target.
+    assert events.particle_id[3] == 0 and events.weight[3] == 0.0
+    assert events.targets[3].tolist() == [0.0, 0.0, 0.0]
+    assert events.weight[events.particle_id > 0].tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_published_linear_direction_columns(tmp_path: Path) -> None:
+    frame = _redvid_rows().drop(columns=["radial_coeff", "pitch_coeff", "azimuthal_coeff"])
+    frame["theta_d"] = frame["azimuthal_const"]
+    frame["r_d"] = 0.6
+    frame["z_d"] = 0.8
+    events = load_events(_write(frame, tmp_path / "pub.csv"), "linear")
+    np.testing.assert_allclose(events.targets[0, 0], np.arctan2(0.6, 0.8), rtol=1e-6)
+
+
+def test_helical_targets_and_random_phi0(tmp_path: Path) -> None:
+    frame = _redvid_rows()
+    frame["azimuthal_coeff"] = np.where(frame["track_id"] > 0, 1.0, 0.0)
+    events = load_events(_write(frame, tmp_path / "hel.csv"), "helical")
+    # azimuthal_const is non-zero, so sin/cos of phi0 join (a, b, d).
+    assert events.target_names == (
+        "radial_coeff",
+        "pitch_coeff",
+        "azimuthal_coeff",
+        "sin_phi0",
+        "cos_phi0",
+    )
+    frame["azimuthal_const"] = 0.0
+    events = load_events(_write(frame, tmp_path / "hel0.csv"), "helical")
+    assert events.target_names == ("radial_coeff", "pitch_coeff", "azimuthal_coeff")
+    np.testing.assert_allclose(events.targets[0], [0.6, 0.8, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.drop(columns=["hit_z"]), "missing column"),
+        (lambda f: f.assign(hit_r=[1.0, np.nan, 2.0, 1.5, 1.0]), "'hit_r' has 1 NaN"),
+        (lambda f: f.iloc[:0], "no hits"),
+        (lambda f: f.assign(hit_id=[0, 0, 2, 3, 0]), "hit_id 0 appears twice in event 7"),
+    ],
+)
+def test_bad_files_raise_clear_errors(tmp_path: Path, mutate, message: str) -> None:
+    path = _write(mutate(_redvid_rows()), tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match=message) as info:
+        load_events(path, "linear")
+    assert "bad.csv" in str(info.value)
+
+
+def test_empty_and_foreign_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.csv: file is empty"):
+        load_events(empty, "linear")
+    foreign = tmp_path / "comma.csv"
+    foreign.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ValueError, match="not a ';'-separated REDVID file"):
+        load_events(foreign, "linear")
+    with pytest.raises(FileNotFoundError, match="nothere.csv"):
+        load_events(tmp_path / "nothere.csv", "linear")
+
+
+def test_event_larger_than_max_nr_hits(tmp_path: Path) -> None:
+    path = _write(_redvid_rows(), tmp_path / "big.csv")
+    with pytest.raises(ValueError, match="event 7 with 4 hits"):
+        load_events(path, "linear", max_nr_hits=3)
+
+
+def test_split_is_70_15_15_disjoint_and_seeded() -> None:
+    train, val, test = split_events(1000, seed=3)
+    assert (len(train), len(val), len(test)) == (700, 150, 150)
+    assert len(np.union1d(np.union1d(train, val), test)) == 1000
+    again = split_events(1000, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (train, val, test), strict=True))
+    assert not np.array_equal(split_events(1000, seed=4)[0], train)
+
+
+def _random_events(n_events: int, seed: int = 0) -> EventSet:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 12, n_events)
+    event = np.repeat(np.arange(n_events), sizes)
+    table = pd.DataFrame(
+        {
+            "event_id": event,
+            "hit_id": np.concatenate([np.arange(s) for s in sizes]),
+            "particle_id": rng.integers(0, 4, len(event)),
+            "weight": 1.0,
+            "x": rng.normal(5, 2, len(event)),
+            "y": rng.normal(-1, 3, len(event)),
+            "z": rng.normal(0, 10, len(event)),
+            "t": rng.normal(2, 0.5, len(event)),
+        }
+    )
+    return EventSet.from_table(table, ("x", "y", "z"), ("t",))
+
+
+def test_normaliser_uses_given_split_only_and_round_trips() -> None:
+    events = _random_events(50)
+    train = events.subset(np.arange(25))
+    norm = Normaliser.fit(train)
+    np.testing.assert_allclose(norm.input_mean, train.inputs.mean(axis=0), rtol=1e-5)
+    track_targets = train.targets[train.particle_id > 0]
+    np.testing.assert_allclose(norm.target_std, track_targets.std(axis=0), rtol=1e-5)
+    restored = Normaliser.from_dict(norm.to_dict())
+    y = norm.normalise_targets(events.targets)
+    np.testing.assert_allclose(restored.denormalise_targets(y), events.targets, atol=1e-5)
+
+
+def test_subset_gathers_the_right_hits() -> None:
+    events = _random_events(20)
+    picked = events.subset(np.array([5, 2]))
+    assert picked.event_id.tolist() == [5, 2]
+    a, b = events.offsets[5], events.offsets[6]
+    np.testing.assert_array_equal(picked.inputs[: b - a], events.inputs[a:b])
+    assert picked.sizes.tolist() == [events.sizes[5], events.sizes[2]]
+
+
+def test_padded_batch_layout() -> None:
+    events = _random_events(10)
+    norm = Normaliser.fit(events)
+    data = DeviceEvents.from_events(events, norm)
+    index = torch.tensor([3, 0, 7])
+    batch = padded_batch(data, index)
+    sizes = events.sizes[[3, 0, 7]]
+    assert batch.x.shape == (3, sizes.max(), 3)
+    assert (~batch.layout.pad_mask).sum(dim=1).tolist() == sizes.tolist()
+    real = batch.rows >= 0
+    np.testing.assert_allclose(batch.x[real].numpy(), data.inputs[batch.rows[real]].numpy())
+    # The loss mask excludes padding and noise hits.
+    expected = (events.particle_id[batch.rows[real].numpy()] > 0).sum()
+    assert int(batch.loss_mask.sum()) == expected
+
+
+def test_size_sorted_batches_cover_every_event_once() -> None:
+    sizes = np.random.default_rng(1).integers(1, 500, 1000)
+    batches = batch_event_indices(sizes, 64, shuffle=True, rng=np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    padded = sum(len(b) * sizes[b].max() for b in batches)
+    plain = batch_event_indices(sizes, 64, True, np.random.default_rng(0), sort_window=1)
+    padded_plain = sum(len(b) * sizes[b].max() for b in plain)
+    # Sorting within windows wastes far less on padding than random batches.
+    assert padded < 0.7 * padded_plain

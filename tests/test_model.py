@@ -1,0 +1,79 @@
+"""Model shapes, padding invariance, set (permutation) equivariance, backend agreement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from custom_encoder import ATTENTION_BACKENDS, AttentionLayout
+from model import ModelConfig, TransformerRegressor
+
+
+def _model(**overrides) -> TransformerRegressor:
+    torch.manual_seed(0)
+    model = TransformerRegressor(ModelConfig(dropout=0.0, **overrides))
+    return model.eval()
+
+
+def _layout(sizes: list[int], n_max: int) -> AttentionLayout:
+    slot = torch.arange(n_max)
+    return AttentionLayout(pad_mask=slot[None, :] >= torch.tensor(sizes)[:, None])
+
+
+def test_published_size_and_output_shape() -> None:
+    model = _model()
+    # The published REDVID configuration has about 76k parameters.
+    assert 70_000 < model.n_parameters() < 80_000
+    x = torch.randn(2, 9, 3)
+    assert model(x, _layout([9, 5], 9)).shape == (2, 9, 3)
+    assert _model(out_dim=4, d_model=64, n_heads=8).n_parameters() > 150_000
+
+
+@pytest.mark.parametrize("backend", ATTENTION_BACKENDS)
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_padding_invariance(backend: str, norm_first: bool) -> None:
+    model = _model(attention=backend, norm_first=norm_first)
+    event = torch.randn(1, 7, 3)
+    alone = model(event, _layout([7], 7))
+    padded = torch.cat([event, torch.full((1, 5, 3), -1.0)], dim=1)
+    with_padding = model(padded, _layout([7], 12))
+    torch.testing.assert_close(with_padding[:, :7], alone, atol=1e-5, rtol=1e-5)
+    # Other padding values change nothing either.
+    padded[:, 7:] = 1e3
+    torch.testing.assert_close(model(padded, _layout([7], 12))[:, :7], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_events_in_a_batch_do_not_interact() -> None:
+    model = _model()
+    a, b = torch.randn(1, 6, 3), torch.randn(1, 6, 3)
+    both = model(torch.cat([a, b]), _layout([6, 6], 6))
+    torch.testing.assert_close(both[:1], model(a, _layout([6], 6)), atol=1e-5, rtol=1e-5)
+
+
+def test_hit_order_does_not_matter() -> None:
+    model = _model()
+    x = torch.randn(1, 10, 3)
+    perm = torch.randperm(10)
+    out = model(x, _layout([10], 10))
+    torch.testing.assert_close(
+        model(x[:, perm], _layout([10], 10)), out[:, perm], atol=1e-5, rtol=1e-5
+    )
+
+
+def test_backends_agree_on_the_same_weights() -> None:
+    reference = _model(attention="math")
+    x = torch.randn(3, 8, 3)
+    layout = _layout([8, 3, 5], 8)
+    expected = reference(x, layout)
+    for backend in ATTENTION_BACKENDS:
+        other = _model(attention=backend)
+        other.load_state_dict(reference.state_dict())
+        real = ~layout.pad_mask
+        torch.testing.assert_close(other(x, layout)[real], expected[real], atol=1e-5, rtol=1e-5)
+
+
+def test_config_round_trip_rejects_unknown_keys() -> None:
+    config = ModelConfig(d_model=64, n_heads=8)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
