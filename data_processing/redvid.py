@@ -1,0 +1,705 @@
+"""REDVID-style event simulator: straight and helical tracks in a 9-layer toy detector.
+
+REDVID (the reduced detector simulator behind the published TrackFormers REDVID data sets)
+is not public, so this module produces the same kind of data from scratch.
+
+Units: all lengths in metres, all angles in radians. The parameter ``t`` of a track is a
+length in metres too (``r = a * t``).
+
+Coordinates and track models (every track starts at the origin):
+
+- linear: direction with polar angle theta and azimuth phi0, written in the REDVID
+  columns as the degenerate helix ``r = a*t, phi = phi0, z = b*t`` with
+  ``radial_coeff a = sin(theta)``, ``pitch_coeff b = cos(theta)``, ``azimuthal_coeff d = 0``,
+  ``azimuthal_const = phi0``, ``radial_const = pitch_const = 0``. phi0 is uniform in
+  [-pi, pi) and cos(theta) is uniform over the acceptance (isotropic directions), i.e. in
+  [-c, c] with c the cosine of the most forward direction that still reaches the
+  outermost layer (``DetectorGeometry.acceptance_cos_theta``) unless overridden.
+- helical ("helical expanding", cylindrical coordinates): ``r = a*t, phi = phi0 + d*t,
+  z = b*t`` with ``a ~ U(radial_coeff_range)`` (default 0.25 to 2.0), ``b ~ U(-pitch_coeff_max,
+  +pitch_coeff_max)`` (default 2.0) and ``d = +-1`` (the charge sign, equally likely).
+  phi0 = 0 for every track (as in the published sets, all ``*_const`` columns 0) unless
+  ``random_phi0`` is set. With the default geometry the azimuth turns by
+  (0.50 - 0.05) / a = 0.23 to 1.8 rad between the innermost and the outermost barrel
+  cylinder. Note that r-z projection of a helix is the straight line z/r = b/a, so the
+  set of layers a helix crosses is the one of a straight track with cot(theta) = b/a.
+
+Only tracks that reach the outermost layer (the outermost barrel cylinder or the
+outermost disk) are kept; rejected tracks are replaced by oversampling, so every event
+holds exactly the number of tracks drawn for it.
+
+Output: one row per hit in the REDVID CSV layout (``REDVID_COLUMNS``, ``;``-separated).
+``hit_theta`` is the hit's azimuth in cylindrical coordinates, wrapped to [-pi, pi).
+``sub_detector_id`` is the layer index (0..4 barrel cylinders from inside out, 5..8
+disks from the interaction point outwards; the +z and -z disk at the same |z| share an
+id, the sign of ``hit_z`` tells them apart), ``sub_detector_type`` is "barrel" or "disk".
+Real tracks have ``track_id`` 1..n within each event; noise hits have ``track_id`` 0,
+all six coefficient columns 0 (so the CSV holds no NaN) and the data set's track type.
+
+Randomness: events are simulated in seed blocks of ``EVENTS_PER_SEED_BLOCK`` (1000)
+consecutive events; block k draws everything from ``np.random.default_rng`` seeded by
+the k-th child of ``np.random.SeedSequence(seed)``. The output therefore depends only on
+the seed and the event count, never on the chunk size used to write a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import IO, Literal
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+TrackType = Literal["linear", "helical"]
+
+REDVID_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "sub_detector_id",
+    "sub_detector_type",
+    "track_id",
+    "track_type",
+    "radial_const",
+    "azimuthal_const",
+    "pitch_const",
+    "radial_coeff",
+    "azimuthal_coeff",
+    "pitch_coeff",
+    "hit_id",
+    "hit_r",
+    "hit_theta",
+    "hit_z",
+)
+
+# The published track-count configurations; any "N" or "MIN-MAX" string is accepted too.
+TRACK_PRESETS: dict[str, tuple[int, int]] = {
+    "3": (3, 3),
+    "1-20": (1, 20),
+    "10-50": (10, 50),
+    "50-100": (50, 100),
+}
+
+TRACK_TYPES: tuple[str, ...] = ("linear", "helical")
+BARREL = "barrel"
+DISK = "disk"
+EVENTS_PER_SEED_BLOCK = 1000
+DEFAULT_CHUNK_EVENTS = 5000
+
+_TWO_PI = 2.0 * np.pi
+# Acceptance of the default configurations is ~100 %; this only guards against configs
+# whose acceptance is (nearly) zero, which would otherwise loop for ever.
+_MAX_REDRAW_ROUNDS = 1000
+
+
+@dataclass(frozen=True)
+class DetectorGeometry:
+    """Barrel cylinders plus endcap disks placed symmetrically at +z and -z (metres).
+
+    Defaults (5 barrel cylinders + 4 disks per side = 9 layer ids):
+
+    - barrel radii 0.05, 0.10, 0.20, 0.35, 0.50 m, each with half-length 0.60 m;
+    - disks at |z| = 0.72, 0.84, 0.96, 1.08 m, inner radii 0.072, 0.084, 0.096, 0.108 m
+      (|z| / 10), outer radii 0.62, 0.72, 0.82, 0.92 m.
+
+    The disk outer radii slightly exceed the projection of the outermost barrel's edge
+    (|z|/r = 0.60/0.50), so the barrel-endcap transition has no hole, and the inner radii
+    are projective, so every direction with |cot(theta)| <= 10 (|cos(theta)| <= 0.995)
+    reaches the outermost barrel or the outermost disk and an endcap track crosses all
+    4 disks. A track from the origin has monotone |z| and r, so it crosses each surface
+    at most once and enters one endcap only: 5 hits in the central barrel, 5 to 8 in the
+    endcaps and at most 9 (5 barrel + 4 disk hits) in the barrel-endcap transition.
+
+    Attributes:
+        barrel_radii: radius R of each barrel cylinder, m, shape (n_barrels,).
+        barrel_half_lengths: half-length L of each cylinder (|z| <= L), m, (n_barrels,).
+        disk_z: |z| position Z of each disk pair, m, shape (n_disks,).
+        disk_inner_radii: inner radius of each disk, m, shape (n_disks,).
+        disk_outer_radii: outer radius of each disk, m, shape (n_disks,).
+    """
+
+    barrel_radii: tuple[float, ...] = (0.05, 0.10, 0.20, 0.35, 0.50)
+    barrel_half_lengths: tuple[float, ...] = (0.60, 0.60, 0.60, 0.60, 0.60)
+    disk_z: tuple[float, ...] = (0.72, 0.84, 0.96, 1.08)
+    disk_inner_radii: tuple[float, ...] = (0.072, 0.084, 0.096, 0.108)
+    disk_outer_radii: tuple[float, ...] = (0.62, 0.72, 0.82, 0.92)
+
+    def __post_init__(self) -> None:
+        if not self.barrel_radii:
+            raise ValueError("DetectorGeometry needs at least one barrel cylinder")
+        if len(self.barrel_half_lengths) != len(self.barrel_radii):
+            raise ValueError("barrel_radii and barrel_half_lengths differ in length")
+        if not len(self.disk_z) == len(self.disk_inner_radii) == len(self.disk_outer_radii):
+            raise ValueError("disk_z, disk_inner_radii and disk_outer_radii differ in length")
+        if min(self.barrel_radii) <= 0 or min(self.barrel_half_lengths) <= 0:
+            raise ValueError("barrel radii and half-lengths must be positive")
+        for z, r_in, r_out in zip(
+            self.disk_z, self.disk_inner_radii, self.disk_outer_radii, strict=True
+        ):
+            if z <= 0 or r_in < 0 or r_out <= r_in:
+                raise ValueError(f"invalid disk (z={z}, inner={r_in}, outer={r_out})")
+
+    @property
+    def n_barrels(self) -> int:
+        """Number of barrel cylinders (layer ids 0 .. n_barrels-1)."""
+        return len(self.barrel_radii)
+
+    @property
+    def n_disks(self) -> int:
+        """Number of disk pairs (layer ids n_barrels .. n_layers-1)."""
+        return len(self.disk_z)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of layer ids; also the most hits a track can leave."""
+        return self.n_barrels + self.n_disks
+
+    @property
+    def layer_types(self) -> tuple[str, ...]:
+        """``sub_detector_type`` of each layer id: "barrel" or "disk"."""
+        return (BARREL,) * self.n_barrels + (DISK,) * self.n_disks
+
+    @property
+    def outermost_barrel(self) -> int:
+        """Layer id of the barrel cylinder with the largest radius."""
+        return int(np.argmax(self.barrel_radii))
+
+    @property
+    def outermost_disk(self) -> int | None:
+        """Layer id of the disk with the largest |z|, or None without disks."""
+        if not self.disk_z:
+            return None
+        return self.n_barrels + int(np.argmax(self.disk_z))
+
+    @property
+    def acceptance_cos_theta(self) -> float:
+        """Largest |cos(theta)| of a straight track from the origin that reaches the
+        outermost layer (1.0 when the outermost disk reaches the beam line)."""
+        b = self.outermost_barrel
+        slope = self.barrel_half_lengths[b] / self.barrel_radii[b]  # max |z|/r, barrel
+        d = self.outermost_disk
+        if d is not None:
+            r_in = self.disk_inner_radii[d - self.n_barrels]
+            if r_in == 0:
+                return 1.0
+            slope = max(slope, self.disk_z[d - self.n_barrels] / r_in)
+        return slope / math.hypot(1.0, slope)
+
+
+def default_geometry() -> DetectorGeometry:
+    """The default 9-layer geometry (see ``DetectorGeometry`` for the values)."""
+    return DetectorGeometry()
+
+
+def parse_track_range(spec: str) -> tuple[int, int]:
+    """Parse a track-count configuration.
+
+    Args:
+        spec: "N" (exactly N tracks per event) or "MIN-MAX" (uniform integer in
+            [MIN, MAX] per event), e.g. one of ``TRACK_PRESETS``.
+
+    Returns:
+        (min, max) with 1 <= min <= max.
+    """
+    if spec in TRACK_PRESETS:
+        return TRACK_PRESETS[spec]
+    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", spec)
+    if match is None:
+        raise ValueError(f"track count must look like 'N' or 'MIN-MAX', got {spec!r}")
+    low = int(match.group(1))
+    high = int(match.group(2)) if match.group(2) is not None else low
+    if low < 1 or high < low:
+        raise ValueError(f"track count range must satisfy 1 <= MIN <= MAX, got {spec!r}")
+    return low, high
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that determines a simulated data set.
+
+    Attributes:
+        n_events: number of events.
+        tracks: track-count configuration, "N" or "MIN-MAX" (see ``parse_track_range``).
+        track_type: "linear" or "helical".
+        noise_sigma: standard deviation of the Gaussian hit smearing, m. Hits are moved
+            along their surface only (barrel: along z and along the arc r*phi; disk:
+            along r and along the arc r*phi), so r of a barrel hit and |z| of a disk hit
+            stay exact; the moved coordinate is clipped to the layer's extent.
+        noise_hits_per_event: random noise hits per event (track_id 0), uniform over the
+            layer ids and uniform in area on the chosen surface. A value >= 1 is a count
+            (rounded); a value in (0, 1) is a fraction of the event's real hits.
+        seed: non-negative seed of the ``np.random.SeedSequence``.
+        geometry: the detector.
+        random_phi0: helical tracks only: draw phi0 uniform in [-pi, pi) instead of 0
+            (then (sin phi0, cos phi0) must join the targets). Linear tracks always have
+            a random phi0.
+        first_event_id: event_id of the first event (labels only; the random stream
+            does not depend on it).
+        radial_coeff_range: helical a range, drawn uniformly (dimensionless).
+        pitch_coeff_max: helical b drawn uniformly in [-max, +max] (dimensionless).
+        linear_cos_theta_max: linear cos(theta) drawn uniformly in [-c, c]; None: the
+            geometry's acceptance.
+    """
+
+    n_events: int = 1000
+    tracks: str = "10-50"
+    track_type: TrackType = "helical"
+    noise_sigma: float = 0.0
+    noise_hits_per_event: float = 0.0
+    seed: int = 0
+    geometry: DetectorGeometry = field(default_factory=default_geometry)
+    random_phi0: bool = False
+    first_event_id: int = 0
+    radial_coeff_range: tuple[float, float] = (0.25, 2.0)
+    pitch_coeff_max: float = 2.0
+    linear_cos_theta_max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.track_type not in TRACK_TYPES:
+            raise ValueError(f"track_type must be one of {TRACK_TYPES}, got {self.track_type!r}")
+        parse_track_range(self.tracks)  # fail early on a bad spec
+        if self.n_events < 0:
+            raise ValueError(f"n_events must be >= 0, got {self.n_events}")
+        if self.noise_sigma < 0 or self.noise_hits_per_event < 0:
+            raise ValueError("noise_sigma and noise_hits_per_event must be >= 0")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        low, high = self.radial_coeff_range
+        if not 0 < low <= high:
+            raise ValueError(f"radial_coeff_range must satisfy 0 < low <= high, got {low, high}")
+        if self.pitch_coeff_max < 0:
+            raise ValueError("pitch_coeff_max must be >= 0")
+        c = self.linear_cos_theta_max
+        if c is not None and not 0 <= c <= 1:
+            raise ValueError(f"linear_cos_theta_max must lie in [0, 1], got {c}")
+
+    @property
+    def track_range(self) -> tuple[int, int]:
+        """(min, max) tracks per event."""
+        return parse_track_range(self.tracks)
+
+
+def wrap_angle(phi: np.ndarray) -> np.ndarray:
+    """Wrap angles (rad, any shape) to [-pi, pi)."""
+    wrapped = np.mod(phi + np.pi, _TWO_PI) - np.pi
+    # np.mod can round a tiny negative up to exactly 2*pi, which would give +pi.
+    return np.where(wrapped >= np.pi, wrapped - _TWO_PI, wrapped)
+
+
+def layer_crossings(
+    geometry: DetectorGeometry, radial_coeff: np.ndarray, pitch_coeff: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Intersect tracks r = a*t, z = b*t (t > 0) with every layer surface.
+
+    Only the r-z projection matters for which surfaces are crossed, and r is monotone
+    in t, so each surface is crossed at most once.
+
+    Args:
+        geometry: the detector.
+        radial_coeff: a > 0 per track, shape (T,).
+        pitch_coeff: b per track, shape (T,).
+
+    Returns:
+        t, r, z, hit: arrays of shape (T, n_layers) with the track parameter t (m), the
+        crossing's r and z (m) and whether the track crosses the layer (t, r, z are
+        meaningless where hit is False). Barrel r and disk |z| are exactly the surface's.
+    """
+    a = radial_coeff[:, None]
+    b = pitch_coeff[:, None]
+    radii = np.asarray(geometry.barrel_radii, dtype=float)[None, :]
+    half_lengths = np.asarray(geometry.barrel_half_lengths, dtype=float)[None, :]
+    disk_z = np.asarray(geometry.disk_z, dtype=float)[None, :]
+    r_in = np.asarray(geometry.disk_inner_radii, dtype=float)[None, :]
+    r_out = np.asarray(geometry.disk_outer_radii, dtype=float)[None, :]
+
+    t_barrel = radii / a
+    z_barrel = b * t_barrel
+    hit_barrel = np.abs(z_barrel) <= half_lengths
+    r_barrel = np.broadcast_to(radii, t_barrel.shape)
+
+    # A track with b == 0 stays at z = 0 and never reaches a disk.
+    abs_b = np.broadcast_to(np.abs(b), (len(pitch_coeff), geometry.n_disks))
+    moving = abs_b > 0
+    t_disk = np.divide(disk_z, abs_b, out=np.full(abs_b.shape, np.inf), where=moving)
+    r_disk = a * t_disk
+    z_disk = np.sign(b) * disk_z
+    hit_disk = moving & (r_disk >= r_in) & (r_disk <= r_out)
+
+    t = np.concatenate([t_barrel, t_disk], axis=1)
+    r = np.concatenate([r_barrel, r_disk], axis=1)
+    z = np.concatenate([z_barrel, z_disk], axis=1)
+    hit = np.concatenate([hit_barrel, hit_disk], axis=1)
+    return t, r, z, hit
+
+
+def _reaches_outermost(geometry: DetectorGeometry, hit: np.ndarray) -> np.ndarray:
+    """(T,) mask: the track crosses the outermost barrel cylinder or outermost disk."""
+    reached = hit[:, geometry.outermost_barrel].copy()
+    if geometry.outermost_disk is not None:
+        reached |= hit[:, geometry.outermost_disk]
+    return reached
+
+
+def _draw_candidates(
+    config: SimulationConfig, rng: np.random.Generator, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw n candidate tracks: (a, b, d, phi0), each shape (n,)."""
+    if config.track_type == "linear":
+        c = config.linear_cos_theta_max
+        if c is None:
+            c = config.geometry.acceptance_cos_theta
+        cos_theta = rng.uniform(-c, c, n)
+        # Guard a = sin(theta) > 0 for the (measure-zero) c == 1 edge: t = r / a.
+        sin_theta = np.maximum(np.sqrt(1.0 - cos_theta**2), 1e-12)
+        phi0 = rng.uniform(-np.pi, np.pi, n)
+        return sin_theta, cos_theta, np.zeros(n), phi0
+    low, high = config.radial_coeff_range
+    a = rng.uniform(low, high, n)
+    b = rng.uniform(-config.pitch_coeff_max, config.pitch_coeff_max, n)
+    d = rng.integers(0, 2, n) * 2.0 - 1.0
+    phi0 = rng.uniform(-np.pi, np.pi, n) if config.random_phi0 else np.zeros(n)
+    return a, b, d, phi0
+
+
+def _draw_accepted(
+    config: SimulationConfig, rng: np.random.Generator, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw exactly n tracks that reach the outermost layer: (a, b, d, phi0), (n,) each.
+
+    Oversamples in rounds and keeps the first accepted candidates, so the accepted
+    tracks are i.i.d. from the candidate distribution restricted to the acceptance.
+    """
+    kept: list[tuple[np.ndarray, ...]] = [tuple(np.zeros(0) for _ in range(4))]
+    n_kept = 0
+    rounds = 0
+    while n_kept < n:
+        rounds += 1
+        if rounds > _MAX_REDRAW_ROUNDS:
+            raise RuntimeError(
+                "almost no simulated track reaches the outermost layer; check the geometry "
+                "and the track parameter ranges"
+            )
+        missing = n - n_kept
+        candidates = _draw_candidates(config, rng, int(missing * 1.1) + 16)
+        _, _, _, hit = layer_crossings(config.geometry, candidates[0], candidates[1])
+        ok = _reaches_outermost(config.geometry, hit)
+        kept.append(tuple(x[ok] for x in candidates))
+        n_kept += int(ok.sum())
+    a, b, d, phi0 = (np.concatenate([part[i] for part in kept])[:n] for i in range(4))
+    return a, b, d, phi0
+
+
+def _simulate_block(config: SimulationConfig, first_event: int, n_events: int) -> pd.DataFrame:
+    """Simulate events first_event .. first_event + n_events - 1 of one seed block.
+
+    Returns a DataFrame with ``REDVID_COLUMNS``, hits shuffled within each event and
+    events in increasing order.
+    """
+    geometry = config.geometry
+    block = first_event // EVENTS_PER_SEED_BLOCK
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(block,)))
+
+    # --- tracks: counts per event, then all tracks of all events at once ---------------
+    low, high = config.track_range
+    tracks_per_event = rng.integers(low, high + 1, n_events)
+    n_tracks = int(tracks_per_event.sum())
+    track_event = np.repeat(np.arange(n_events), tracks_per_event)
+    track_first = np.cumsum(tracks_per_event) - tracks_per_event
+    track_id = np.arange(n_tracks) - track_first[track_event] + 1
+    a, b, d, phi0 = _draw_accepted(config, rng, n_tracks)
+
+    # --- hits: every (track, layer) crossing --------------------------------------------
+    t_all, r_all, z_all, hit = layer_crossings(geometry, a, b)
+    hit_track, hit_layer = np.nonzero(hit)
+    t = t_all[hit_track, hit_layer]
+    r = r_all[hit_track, hit_layer].copy()
+    z = z_all[hit_track, hit_layer].copy()
+    phi = phi0[hit_track] + d[hit_track] * t
+
+    n_barrels = geometry.n_barrels
+    # Per layer: the surface coordinate and the free coordinate's allowed interval
+    # (barrel: z in [-L, L]; disk: r in [inner, outer]).
+    free_low = np.concatenate(
+        [-np.asarray(geometry.barrel_half_lengths), np.asarray(geometry.disk_inner_radii)]
+    )
+    free_high = np.concatenate(
+        [np.asarray(geometry.barrel_half_lengths), np.asarray(geometry.disk_outer_radii)]
+    )
+    if config.noise_sigma > 0:
+        # Smear along the surface only so the hit stays on its layer (r of a barrel hit,
+        # |z| of a disk hit exact); clip so it stays within the layer's extent.
+        shift_free, shift_arc = rng.normal(0.0, config.noise_sigma, (2, len(t)))
+        on_disk = hit_layer >= n_barrels
+        lo, hi = free_low[hit_layer], free_high[hit_layer]
+        z = np.where(on_disk, z, np.clip(z + shift_free, lo, hi))
+        r_smeared = np.where(on_disk, np.clip(r + shift_free, lo, hi), r)
+        phi = phi + shift_arc / np.maximum(r, 1e-9)
+        r = r_smeared
+
+    # --- noise hits (track_id 0), uniform over layer ids and in area on the surface ------
+    real_hits_per_event = np.bincount(track_event[hit_track], minlength=n_events)
+    rate = config.noise_hits_per_event
+    if rate >= 1:
+        noise_per_event = np.full(n_events, round(rate), dtype=np.int64)
+    else:
+        noise_per_event = np.rint(rate * real_hits_per_event).astype(np.int64)
+    n_noise = int(noise_per_event.sum())
+    noise_event = np.repeat(np.arange(n_events), noise_per_event)
+    noise_layer = rng.integers(0, geometry.n_layers, n_noise)
+    noise_phi = rng.uniform(-np.pi, np.pi, n_noise)
+    lo, hi = free_low[noise_layer], free_high[noise_layer]
+    free = rng.uniform(0.0, 1.0, n_noise)
+    side = np.where(rng.random(n_noise) < 0.5, -1.0, 1.0)
+    noise_on_disk = noise_layer >= n_barrels
+    surface = np.concatenate([np.asarray(geometry.barrel_radii), np.asarray(geometry.disk_z)])[
+        noise_layer
+    ]
+    # Uniform in area: z uniform on a cylinder, r^2 uniform on a disk.
+    noise_r = np.where(noise_on_disk, np.sqrt(lo**2 + free * (hi**2 - lo**2)), surface)
+    noise_z = np.where(noise_on_disk, side * surface, lo + free * (hi - lo))
+
+    # --- assemble, shuffle within events, number the hits --------------------------------
+    zeros = np.zeros(n_noise)
+    event = np.concatenate([track_event[hit_track], noise_event])
+    layer = np.concatenate([hit_layer, noise_layer])
+    tid = np.concatenate([track_id[hit_track], np.zeros(n_noise, dtype=np.int64)])
+    coeff_a = np.concatenate([a[hit_track], zeros])
+    coeff_b = np.concatenate([b[hit_track], zeros])
+    coeff_d = np.concatenate([d[hit_track], zeros])
+    const_phi = np.concatenate([phi0[hit_track], zeros])
+    hit_r = np.concatenate([r, noise_r])
+    hit_phi = wrap_angle(np.concatenate([phi, noise_phi]))
+    hit_z = np.concatenate([z, noise_z])
+
+    order = np.lexsort((rng.random(len(event)), event))
+    event = event[order]
+    hits_per_event = np.bincount(event, minlength=n_events)
+    hit_id = np.arange(len(event)) - (np.cumsum(hits_per_event) - hits_per_event)[event]
+    layer = layer[order]
+    n_hits = len(event)
+    return pd.DataFrame(
+        {
+            "event_id": event + config.first_event_id + first_event,
+            "sub_detector_id": layer,
+            "sub_detector_type": np.asarray(geometry.layer_types)[layer],
+            "track_id": tid[order],
+            "track_type": np.full(n_hits, config.track_type),
+            "radial_const": np.zeros(n_hits),
+            "azimuthal_const": const_phi[order],
+            "pitch_const": np.zeros(n_hits),
+            "radial_coeff": coeff_a[order],
+            "azimuthal_coeff": coeff_d[order],
+            "pitch_coeff": coeff_b[order],
+            "hit_id": hit_id,
+            "hit_r": hit_r[order],
+            "hit_theta": hit_phi[order],
+            "hit_z": hit_z[order],
+        },
+        columns=list(REDVID_COLUMNS),
+    )
+
+
+def iter_event_chunks(
+    config: SimulationConfig, chunk_events: int = DEFAULT_CHUNK_EVENTS
+) -> Iterator[pd.DataFrame]:
+    """Yield the data set as DataFrames of about ``chunk_events`` events each.
+
+    The chunk size is rounded up to whole seed blocks (``EVENTS_PER_SEED_BLOCK``), so
+    the concatenated chunks equal ``simulate_events(config)`` for any chunk size.
+
+    Args:
+        config: the simulation configuration.
+        chunk_events: target events per chunk (>= 1).
+
+    Yields:
+        DataFrames with ``REDVID_COLUMNS``, events in increasing order.
+    """
+    if chunk_events < 1:
+        raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
+    blocks_per_chunk = -(-chunk_events // EVENTS_PER_SEED_BLOCK)
+    step = blocks_per_chunk * EVENTS_PER_SEED_BLOCK
+    for chunk_start in range(0, config.n_events, step):
+        chunk_end = min(chunk_start + step, config.n_events)
+        blocks = [
+            _simulate_block(config, start, min(EVENTS_PER_SEED_BLOCK, chunk_end - start))
+            for start in range(chunk_start, chunk_end, EVENTS_PER_SEED_BLOCK)
+        ]
+        yield pd.concat(blocks, ignore_index=True) if len(blocks) > 1 else blocks[0]
+
+
+def simulate_events(config: SimulationConfig) -> pd.DataFrame:
+    """Simulate the whole data set in memory (use ``generate_dataset`` for big ones).
+
+    Returns:
+        DataFrame with exactly ``REDVID_COLUMNS`` (one row per hit; lengths in m,
+        hit_theta the azimuth in rad in [-pi, pi)), hits shuffled within each event.
+    """
+    if config.n_events == 0:
+        return _simulate_block(config, 0, 0)
+    chunks = list(iter_event_chunks(config, max(config.n_events, 1)))
+    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+
+
+def write_redvid_csv(df: pd.DataFrame, path: str | Path | IO[str], *, header: bool = True) -> None:
+    """Write hits in the REDVID layout: ``;``-separated, no index, full float precision.
+
+    Args:
+        df: DataFrame holding at least ``REDVID_COLUMNS``; they are written in that order.
+        path: file path or an open text stream (for appending chunks).
+        header: write the header line (False when appending to a started file).
+    """
+    missing = [c for c in REDVID_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"DataFrame lacks REDVID columns {missing}")
+    df.to_csv(path, sep=";", index=False, header=header, columns=list(REDVID_COLUMNS))
+
+
+@dataclass(frozen=True)
+class _WriteSummary:
+    path: Path
+    n_events: int
+    n_hits: int
+    n_tracks: int
+    n_noise_hits: int
+
+
+def _write_dataset(
+    config: SimulationConfig, path: str | Path, chunk_events: int, progress: bool
+) -> _WriteSummary:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write next to the target and rename at the end: a killed run leaves no half file
+    # under the final name (os.replace is atomic within one file system).
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    n_hits = n_tracks = n_noise = 0
+    try:
+        with (
+            os.fdopen(fd, "w", newline="") as handle,
+            tqdm(total=config.n_events, unit="ev", disable=not progress) as bar,
+        ):
+            header = True
+            for chunk in iter_event_chunks(config, chunk_events):
+                write_redvid_csv(chunk, handle, header=header)
+                header = False
+                n_hits += len(chunk)
+                is_noise = chunk["track_id"].to_numpy() == 0
+                n_noise += int(is_noise.sum())
+                # Track ids run 1..n in each event, so the max per event counts tracks.
+                n_tracks += int(chunk.groupby("event_id")["track_id"].max().sum())
+                bar.update(chunk["event_id"].nunique())
+            if header:  # zero events: still write the header
+                write_redvid_csv(_simulate_block(config, 0, 0), handle)
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return _WriteSummary(path, config.n_events, n_hits, n_tracks, n_noise)
+
+
+def generate_dataset(
+    config: SimulationConfig,
+    path: str | Path,
+    *,
+    chunk_events: int = DEFAULT_CHUNK_EVENTS,
+    progress: bool = True,
+) -> Path:
+    """Simulate ``config`` and write it as a REDVID CSV, chunk by chunk (bounded memory).
+
+    The file appears atomically (temporary file + ``os.replace``); its content does not
+    depend on ``chunk_events``.
+
+    Args:
+        config: the simulation configuration.
+        path: output CSV path; parent folders are created.
+        chunk_events: events simulated and appended per step.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The path written.
+    """
+    return _write_dataset(config, path, chunk_events, progress).path
+
+
+def _count_or_fraction(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_processing.redvid",
+        description="Simulate REDVID-style events and write them as a ';'-separated CSV.",
+    )
+    parser.add_argument(
+        "--tracks",
+        default="10-50",
+        help=f"tracks per event: 'N' or 'MIN-MAX' (presets: {', '.join(TRACK_PRESETS)}; "
+        "default: %(default)s)",
+    )
+    parser.add_argument("--track-type", choices=TRACK_TYPES, default="helical")
+    parser.add_argument("--events", type=int, default=1000, help="number of events")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output CSV (default: data/<lin|hel>_<tracks>.csv)"
+    )
+    parser.add_argument(
+        "--noise-sigma", type=float, default=0.0, help="Gaussian hit smearing, metres"
+    )
+    parser.add_argument(
+        "--noise-hits",
+        type=_count_or_fraction,
+        default=0.0,
+        help="noise hits per event: a count (>= 1) or a fraction of real hits (< 1)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-phi0", action="store_true", help="helical: random start azimuth")
+    parser.add_argument("--first-event-id", type=int, default=0)
+    parser.add_argument("--chunk-events", type=int, default=DEFAULT_CHUNK_EVENTS)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (see ``--help``)."""
+    args = _build_parser().parse_args(argv)
+    config = SimulationConfig(
+        n_events=args.events,
+        tracks=args.tracks,
+        track_type=args.track_type,
+        noise_sigma=args.noise_sigma,
+        noise_hits_per_event=args.noise_hits,
+        seed=args.seed,
+        random_phi0=args.random_phi0,
+        first_event_id=args.first_event_id,
+    )
+    out = args.out
+    if out is None:
+        out = Path("data") / f"{config.track_type[:3]}_{config.tracks}.csv"
+    print("REDVID-style simulation")
+    for f in fields(config):
+        if f.name != "geometry":
+            print(f"  {f.name}: {getattr(config, f.name)}")
+    g = config.geometry
+    print(f"  geometry: barrel radii {g.barrel_radii} m, half-lengths {g.barrel_half_lengths} m")
+    print(
+        f"            disks |z| {g.disk_z} m, inner {g.disk_inner_radii} m, "
+        f"outer {g.disk_outer_radii} m"
+    )
+    print(f"  output: {out}")
+    summary = _write_dataset(config, out, args.chunk_events, not args.no_progress)
+    print(
+        f"wrote {summary.n_events} events, {summary.n_hits} hits "
+        f"({summary.n_noise_hits} noise), {summary.n_tracks} tracks to {summary.path}"
+    )
+
+
+if __name__ == "__main__":
+    main()
