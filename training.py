@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
 from custom_encoder import ATTENTION_BACKENDS
 from data_processing.dataset import (
     DATA_TYPES,
@@ -282,29 +282,23 @@ def train(config: TrainConfig) -> TrainResult:
     seconds = time.perf_counter() - started
     metrics = None
     if config.evaluate and checkpoint_path.exists():
-        metrics = evaluate_test_split(checkpoint_path, events.subset(test_idx), config, device)
+        metrics = evaluate_test_split(checkpoint_path, config)
     return TrainResult(checkpoint_path, train_losses, val_losses, seconds, metrics)
 
 
-def evaluate_test_split(
-    checkpoint_path: Path, test_events: EventSet, config: TrainConfig, device: torch.device
-) -> dict[str, Any]:
-    """Score the best weights on the held-out events and print the TrackML score."""
-    from evaluation.inference import reconstruct, score_reconstruction
+def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict[str, Any]:
+    """Score the best weights on the held-out test split and print the TrackML score."""
+    from evaluation.test import EvaluationConfig, evaluate_checkpoint, format_metrics
 
-    model, normaliser = model_from_checkpoint(load_checkpoint(checkpoint_path, device))
-    clustering = config.clustering_config()
-    result = reconstruct(model, test_events, normaliser, clustering, 4 * config.batch_size, device)
-    metrics = score_reconstruction(test_events, result.labels)
-    print(
-        f"test split: {metrics['n_events']} events, HDBSCAN "
-        f"({clustering.min_cluster_size}, {clustering.min_samples})"
+    metrics = evaluate_checkpoint(
+        EvaluationConfig(
+            model_name=str(checkpoint_path),
+            split="test",
+            cluster_jobs=config.cluster_jobs,
+            device=str(resolve_device(config.device)),
+        )
     )
-    print(
-        f"perfect {metrics['perfect']:.4f}  double-majority {metrics['double_majority']:.4f}  "
-        f"LHC {metrics['lhc']:.4f}"
-    )
-    print(f"TrackML score: {metrics['trackml_score']:.4f}")
+    print("test split:", format_metrics(metrics))
     return metrics
 
 

@@ -1,0 +1,137 @@
+"""The training loop: it learns, checkpoints atomically, resumes exactly, evaluates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import training
+from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from data_processing.redvid import SimulationConfig, generate_dataset
+from evaluation import test as evaluation_test
+
+
+@pytest.fixture(scope="module")
+def linear_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "lin3.csv"
+    config = SimulationConfig(n_events=600, tracks="3", track_type="linear", seed=11)
+    return generate_dataset(config, path, progress=False)
+
+
+def _config(data: Path, checkpoint: Path, **overrides) -> training.TrainConfig:
+    values = {
+        "data_path": str(data),
+        "data_type": "linear",
+        "model_name": str(checkpoint),
+        "nr_epochs": 3,
+        "batch_size": 32,
+        "embedding_size": 16,
+        "hidden_dim": 32,
+        "nr_enc_layers": 2,
+        "nr_heads": 2,
+        "evaluate": False,
+        "cluster_jobs": 1,
+        "device": "cpu",
+    }
+    values.update(overrides)
+    return training.TrainConfig(**values)
+
+
+def test_training_lowers_validation_loss_and_beats_shuffled_labels(
+    linear_file: Path, tmp_path: Path
+) -> None:
+    result = training.train(_config(linear_file, tmp_path / "m.pt"))
+    assert result.val_losses[-1] < 0.5 * result.val_losses[0]
+    # Targets are standardised, so always predicting the mean has an MSE of about 1.
+    assert result.val_losses[-1] < 0.25
+
+    # Same model trained on labels shuffled across events: nothing to learn.
+    shuffled = pd.read_csv(linear_file, sep=";")
+    coefficient_columns = ["radial_coeff", "pitch_coeff", "azimuthal_const"]
+    tracks = shuffled.loc[shuffled.track_id > 0].drop_duplicates(["event_id", "track_id"])
+    permuted = tracks[coefficient_columns].to_numpy()[
+        np.random.default_rng(0).permutation(len(tracks))
+    ]
+    tracks = tracks[["event_id", "track_id"]].assign(
+        **{c: permuted[:, i] for i, c in enumerate(coefficient_columns)}
+    )
+    shuffled = shuffled.drop(columns=coefficient_columns).merge(tracks, on=["event_id", "track_id"])
+    shuffled_path = tmp_path / "shuffled.csv"
+    shuffled.to_csv(shuffled_path, sep=";", index=False)
+    baseline = training.train(_config(shuffled_path, tmp_path / "s.pt"))
+    assert baseline.val_losses[-1] > 0.8
+    assert result.val_losses[-1] < 0.3 * baseline.val_losses[-1]
+
+
+def test_resume_continues_exactly_where_a_killed_run_stopped(
+    linear_file: Path, tmp_path: Path
+) -> None:
+    straight = training.train(_config(linear_file, tmp_path / "a.pt", nr_epochs=2))
+    training.train(_config(linear_file, tmp_path / "b.pt", nr_epochs=1))
+    resumed = training.train(_config(linear_file, tmp_path / "b.pt", nr_epochs=2, resume=True))
+    np.testing.assert_allclose(resumed.train_losses, straight.train_losses, rtol=1e-6)
+    np.testing.assert_allclose(resumed.val_losses, straight.val_losses, rtol=1e-6)
+    a = load_checkpoint(tmp_path / "a.pt")["model_state_dict"]
+    b = load_checkpoint(tmp_path / "b.pt")["model_state_dict"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])
+
+
+def test_checkpoint_round_trip_and_atomic_write(linear_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    training.train(_config(linear_file, path, nr_epochs=1))
+    state = load_checkpoint(path)
+    assert state["epoch"] == 0 and len(state["val_losses"]) == 1
+    assert state["model_config"]["d_model"] == 16
+    assert state["data"]["data_type"] == "linear"
+    model, normaliser = model_from_checkpoint(state)
+    assert normaliser.input_mean.shape == (3,)
+    reloaded = {k: v for k, v in model.state_dict().items()}
+    for name, value in state["best_model_state_dict"].items():
+        torch.testing.assert_close(reloaded[name], value)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        save_checkpoint({**state, "epoch": Unpicklable()}, path)
+    # The old checkpoint is intact and no temporary file is left behind.
+    assert load_checkpoint(path)["epoch"] == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    with pytest.raises(ValueError, match="lacks"):
+        torch.save({"epoch": 1}, tmp_path / "other.pt")
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_evaluation_needs_only_the_checkpoint(linear_file: Path, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "m.pt"
+    training.train(_config(linear_file, path, nr_epochs=4, embedding_size=32, hidden_dim=64))
+    out_json = tmp_path / "metrics.json"
+    metrics = evaluation_test.main(
+        ["--model_name", str(path), "--cluster_jobs", "1", "--output", str(out_json)]
+    )
+    assert "TrackML score:" in capsys.readouterr().out
+    assert metrics["n_events"] == 90  # the 15 % test split of 600 events
+    # Four short epochs on 3-track linear events already find most tracks.
+    assert 0.6 < metrics["trackml_score"] <= 1.0
+    assert out_json.exists()
+
+
+def test_cli_defaults_match_the_config() -> None:
+    config = training.config_from_args([])
+    assert config == training.TrainConfig()
+    config = training.config_from_args(["--nr_epochs", "3", "--no-evaluate", "--norm_first"])
+    assert config.nr_epochs == 3 and not config.evaluate and config.norm_first
+
+
+@pytest.mark.slow
+def test_main_job_reaches_published_quality(tmp_path: Path) -> None:
+    """The README's main job (default settings) scores >= 0.95 on 3-track linear events."""
+    result = training.main(["--model_name", str(tmp_path / "main.pt")])
+    assert result.metrics is not None and result.metrics["trackml_score"] >= 0.95
