@@ -1,0 +1,463 @@
+"""Tests of evaluation.scoring: TrackML score and tracking efficiencies.
+
+Hand-built events have their expected values worked out in the comments next to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.scoring import make_event, score_event_loop
+from evaluation.scoring import (
+    efficiencies,
+    efficiency_vs,
+    pair_table,
+    particle_table,
+    score_event,
+    score_per_event,
+)
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------
+
+
+def make_truth(particle_ids: list[int], weights: list[float] | None = None) -> pd.DataFrame:
+    """Truth with hit_id 1..n, the given particle of each hit, unit weights by default."""
+    n = len(particle_ids)
+    weight = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    return pd.DataFrame(
+        {"hit_id": np.arange(1, n + 1), "particle_id": particle_ids, "weight": weight}
+    )
+
+
+def make_submission(track_ids: list[int]) -> pd.DataFrame:
+    """Submission with hit_id 1..n and the given track of each hit."""
+    return pd.DataFrame({"hit_id": np.arange(1, len(track_ids) + 1), "track_id": track_ids})
+
+
+def truth_as_submission(truth: pd.DataFrame) -> pd.DataFrame:
+    """Perfect submission; every noise hit its own singleton track (negative ids)."""
+    noise = truth["particle_id"].to_numpy() == 0
+    track_id = truth["particle_id"].to_numpy().copy()
+    track_id[noise] = -np.arange(1, noise.sum() + 1)
+    out = pd.DataFrame({"hit_id": truth["hit_id"].to_numpy(), "track_id": track_id})
+    if "event_id" in truth.columns:
+        out.insert(0, "event_id", truth["event_id"].to_numpy())
+    return out
+
+
+# The mixed event used by several score tests. Unit weights, particles A=1 (hits 1-4),
+# B=2 (hits 5-7), C=3 (hits 8-10), total weight 10.
+MIXED_PARTICLES = [1, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+# T1 = {1,2,3,5}: 3 of 4 hits from A (75 % > 50 %), 3 of A's 4 hits (75 %) -> good, +3.
+# T2 = {4,6}: A and B one hit each, 50 % purity -> not good.
+# T3 = {7}: pure B but only 1 of B's 3 hits (33 %) -> not good.
+# T4 = {8,9,10}: all of C -> good, +3.
+# Score = (3 + 3) / 10 = 0.6.
+MIXED_TRACKS = [1, 1, 1, 2, 1, 2, 3, 4, 4, 4]
+
+
+@pytest.fixture(scope="module")
+def sample(trackml_sample_dir: Path) -> dict[str, pd.DataFrame]:
+    """The real sample event: truth (with volume_id, layer_id merged in) and particles."""
+    stem = trackml_sample_dir / "event000000001"
+    truth = pd.read_csv(f"{stem}-truth.csv.gz")
+    hits = pd.read_csv(f"{stem}-hits.csv.gz")
+    particles = pd.read_csv(f"{stem}-particles.csv.gz")
+    truth = truth.merge(hits[["hit_id", "volume_id", "layer_id"]], on="hit_id")
+    return {"truth": truth, "particles": particles}
+
+
+# ---------------------------------------------------------------------------------------
+# TrackML score
+# ---------------------------------------------------------------------------------------
+
+
+def test_truth_scores_exactly_one_with_unit_weights() -> None:
+    # REDVID-like: 5 tracks of 9 hits, every hit weighs 1.
+    truth = make_truth(list(np.repeat(np.arange(1, 6), 9)))
+    assert score_event(truth, truth_as_submission(truth)) == 1.0
+
+
+def test_truth_scores_exactly_one_with_float_weights() -> None:
+    rng = np.random.default_rng(3)
+    particle_ids = list(np.repeat(np.arange(1, 41), rng.integers(1, 15, 40))) + [0] * 30
+    weights = np.where(np.asarray(particle_ids) > 0, rng.random(len(particle_ids)), 0.0)
+    truth = make_truth(particle_ids, list(weights / weights.sum() * 0.0513))
+    assert score_event(truth, truth_as_submission(truth)) == 1.0
+
+
+def test_truth_scores_exactly_one_on_the_sample(sample: dict[str, pd.DataFrame]) -> None:
+    truth = sample["truth"]
+    assert len(truth) == 5527
+    assert truth["weight"].sum() == pytest.approx(0.0512628, abs=1e-7)
+    assert score_event(truth, truth_as_submission(truth)) == 1.0
+    # Noise carries weight 0: putting all noise hits into one track changes nothing.
+    one_noise_track = truth[["hit_id", "particle_id"]].rename(columns={"particle_id": "track_id"})
+    assert score_event(truth, one_noise_track) == 1.0
+
+
+def test_exactly_half_purity_is_not_good() -> None:
+    # A = 1 (hits 1, 2), C = 3 (hits 3, 4), D = 4 (hits 5-8); unit weights, total 8.
+    truth = make_truth([1, 1, 3, 3, 4, 4, 4, 4])
+    # Track 1 = {1,2,3,4}: A holds 2 of 4 hits (exactly 50 %, not > 50 %) although the
+    # track has all of A; same for C. Track 2 = D exactly -> good, +4. Score 4 / 8.
+    assert score_event(truth, make_submission([1, 1, 1, 1, 2, 2, 2, 2])) == 0.5
+    # One C hit elsewhere: track 1 = {1,2,3} is 2/3 A and holds all of A -> +2.
+    # C's hit 4 alone in track 3 is 1 of C's 2 hits (50 %) -> not good. (2 + 4) / 8.
+    assert score_event(truth, make_submission([1, 1, 1, 3, 2, 2, 2, 2])) == 0.75
+
+
+def test_exactly_half_of_a_particle_is_not_good() -> None:
+    # A = 1 (hits 1-4), B = 2 (hits 5, 6); unit weights, total 6.
+    truth = make_truth([1, 1, 1, 1, 2, 2])
+    # A split 2 + 2: each track is pure but holds exactly 50 % of A -> neither good.
+    # B whole in track 3 -> +2. Score 2 / 6.
+    assert score_event(truth, make_submission([1, 1, 2, 2, 3, 3])) == pytest.approx(1 / 3)
+    # A split 3 + 1: the 3-hit track holds 75 % of A -> +3. Score (3 + 2) / 6.
+    assert score_event(truth, make_submission([1, 1, 1, 2, 3, 3])) == pytest.approx(5 / 6)
+
+
+def test_known_mixed_assignment() -> None:
+    truth = make_truth(MIXED_PARTICLES)
+    assert score_event(truth, make_submission(MIXED_TRACKS)) == pytest.approx(0.6, abs=1e-15)
+
+
+def test_noise_hits_do_not_change_the_score() -> None:
+    # The mixed event plus noise: hit 11 inside T4 (T4 = {8,9,10,11} is still 3/4 C, so
+    # still good and still +3) and hits 12, 13 together in a track of their own. Noise
+    # weighs 0, so the total stays 10 and the score stays 0.6.
+    truth = make_truth([*MIXED_PARTICLES, 0, 0, 0], [1.0] * 10 + [0.0] * 3)
+    submission = make_submission([*MIXED_TRACKS, 4, 9, 9])
+    assert score_event(truth, submission) == pytest.approx(0.6, abs=1e-15)
+
+
+def test_every_hit_its_own_track_scores_zero() -> None:
+    # Particles of 3, 4 and 5 hits: a singleton holds at most 1/3 of its particle.
+    truth = make_truth([1] * 3 + [2] * 4 + [3] * 5)
+    assert score_event(truth, make_submission(list(range(12)))) == 0.0
+
+
+def test_score_is_invariant_to_row_order_and_track_labels() -> None:
+    truth = make_truth([*MIXED_PARTICLES, 0, 0, 0], [1.0] * 10 + [0.0] * 3)
+    submission = make_submission([*MIXED_TRACKS, 4, 9, 9])
+    expected = score_event(truth, submission)
+    rng = np.random.default_rng(0)
+    relabel = dict(zip(range(10), rng.permutation(10) * 1000 - 4321, strict=True))
+    shuffled = submission.assign(track_id=submission["track_id"].map(relabel)).sample(
+        frac=1.0, random_state=1
+    )
+    assert score_event(truth.sample(frac=1.0, random_state=2), shuffled) == expected
+
+
+def test_score_matches_a_per_track_loop_on_a_random_event() -> None:
+    # The benchmark's straightforward loop is an independent implementation.
+    truth, submission = make_event(n_hits=3000, seed=5)
+    expected = score_event_loop(truth, submission)
+    assert 0.5 < expected < 1.0
+    assert score_event(truth, submission) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("truth_rows", "submission_rows", "message"),
+    [
+        # Hit 7 is not submitted.
+        (slice(None), [0, 1, 2, 3, 4, 5, 7, 8, 9], r"lacks truth hits: hit_id 7 \(1 in all\)"),
+        # Hit 3 submitted twice.
+        (slice(None), [*range(10), 2], r"submission has duplicated hits: hit_id 3 \("),
+        # Truth without hit 10: the submitted hit 10 is unknown.
+        (slice(0, 9), list(range(10)), r"submission has hits not in truth: hit_id 10 \("),
+    ],
+)
+def test_bad_hit_ids_raise(truth_rows: slice, submission_rows: list[int], message: str) -> None:
+    truth = make_truth(MIXED_PARTICLES).iloc[truth_rows]
+    submission = make_submission(MIXED_TRACKS).iloc[submission_rows]
+    with pytest.raises(ValueError, match=message):
+        score_event(truth, submission)
+
+
+def test_duplicated_truth_hit_and_null_track_raise() -> None:
+    truth = make_truth(MIXED_PARTICLES)
+    submission = make_submission(MIXED_TRACKS)
+    doubled = pd.concat([truth, truth.iloc[[4]]])
+    with pytest.raises(ValueError, match=r"truth has duplicated hits: hit_id 5 "):
+        score_event(doubled, submission)
+    with pytest.raises(ValueError, match=r"null track_id at hit_id 2 "):
+        score_event(truth, submission.assign(track_id=[1, np.nan, *MIXED_TRACKS[2:]]))
+    with pytest.raises(ValueError, match="lacks column"):
+        score_event(truth.drop(columns="weight"), submission)
+
+
+def test_score_per_event_equals_score_event_on_each() -> None:
+    # Two events with the same hit ids: the mixed one (0.6) and a perfect one (1.0).
+    truth_a, submission_a = make_truth(MIXED_PARTICLES), make_submission(MIXED_TRACKS)
+    truth_b = make_truth([5, 5, 5, 6, 6, 6, 6, 0], [2.0] * 7 + [0.0])
+    submission_b = truth_as_submission(truth_b)
+    truth = pd.concat([truth_b.assign(event_id=8), truth_a.assign(event_id=3)])
+    submission = pd.concat([submission_a.assign(event_id=3), submission_b.assign(event_id=8)])
+    scores = score_per_event(truth, submission)
+    assert list(scores.index) == [3, 8]
+    assert scores[3] == score_event(truth_a, submission_a) == pytest.approx(0.6, abs=1e-15)
+    assert scores[8] == score_event(truth_b, submission_b) == 1.0
+    # score_event takes one event only, with or without an event_id column.
+    with pytest.raises(ValueError, match="score_per_event"):
+        score_event(truth, submission)
+    assert score_event(truth_b.assign(event_id=8), submission_b) == 1.0
+    with pytest.raises(ValueError, match="event_id"):
+        score_per_event(truth_a, submission_a)
+
+
+def test_score_per_event_names_the_event_of_a_missing_hit() -> None:
+    truth = pd.concat([make_truth([1, 1, 1]).assign(event_id=e) for e in (1, 2)])
+    submission = truth_as_submission(truth).iloc[:-1]
+    with pytest.raises(ValueError, match=r"\(event 2, hit 3\)"):
+        score_per_event(truth, submission)
+
+
+def test_pair_table_counts() -> None:
+    pairs = pair_table(make_truth(MIXED_PARTICLES), make_submission(MIXED_TRACKS))
+    pairs = pairs.set_index(["track_id", "particle_id"]).sort_index()
+    # T1 holds 3 hits of A (4 in all) and 1 of B (3 in all) in its 4 hits.
+    assert pairs.loc[(1, 1), ["n_hits", "track_nhits", "particle_nhits"]].tolist() == [3, 4, 4]
+    assert pairs.loc[(1, 2), ["n_hits", "track_nhits", "particle_nhits"]].tolist() == [1, 4, 3]
+    assert pairs.loc[(1, 1), "purity"] == 0.75
+    assert len(pairs) == 6  # (1,A) (1,B) (2,A) (2,B) (3,B) (4,C)
+    assert pairs["n_hits"].sum() == 10
+
+
+# ---------------------------------------------------------------------------------------
+# Efficiencies on a hand-built event
+# ---------------------------------------------------------------------------------------
+
+# Particles P1 (hits 1-4), P2 (5-8), P3 (9-14), P4 (15-17), noise (18-20).
+EFF_PARTICLES = [1] * 4 + [2] * 4 + [3] * 6 + [4] * 3 + [0] * 3
+# Clusters (>= 3 hits):
+#   T1 = {1,2,3,4}      all of P1, pure             -> perfect, DM, LHC
+#   T2 = {5,6,7,18}     3/4 P2 (75 %, not > 75 %), 3 of P2's 4 hits -> DM, not LHC
+#   T4 = {9,10,11}      pure, 3 of P3's 6 hits (exactly 50 %)        -> LHC, not DM
+#   T5 = {12,13,14}     same                                         -> LHC, not DM
+#   T(-1) = {15,16,19,20}  2/4 P4, 2/4 noise                          -> nothing (fake)
+# Not clusters: T3 = {8}, T7 = {17}.
+EFF_TRACKS = [1] * 4 + [2, 2, 2, 3] + [4] * 3 + [5] * 3 + [-1, -1, 7] + [2, -1, -1]
+# Each particle climbs one pixel layer per hit (volume 8, layers 2, 4, 6, ...), except P4
+# whose three hits sit on layers 2, 2, 4: only 2 distinct layers, not reconstructable.
+EFF_LAYERS = [2, 4, 6, 8] * 2 + [2, 4, 6, 8, 10, 12] + [2, 2, 4] + [2, 4, 6]
+# pT (GeV) and eta of P1..P4.
+EFF_KINEMATICS = {1: (2.0, 0.1), 2: (1.0, -0.5), 3: (0.5, 2.0), 4: (3.0, 1.0)}
+
+
+def eff_event() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(truth with volume_id/layer_id, submission, particles with px, py, pz)."""
+    truth = make_truth(EFF_PARTICLES).assign(volume_id=8, layer_id=EFF_LAYERS)
+    pt, eta = (np.array([EFF_KINEMATICS[p][i] for p in range(1, 5)]) for i in (0, 1))
+    particles = pd.DataFrame(
+        {
+            "particle_id": [1, 2, 3, 4, 99],  # 99: no hits, ignored
+            "px": [*pt, 1.0],
+            "py": 0.0,
+            "pz": [*(pt * np.sinh(eta)), 0.0],
+            "q": 1,
+        }
+    )
+    return truth, make_submission(EFF_TRACKS), particles
+
+
+def test_trackformers_efficiencies_by_hand() -> None:
+    truth, submission, particles = eff_event()
+    result = efficiencies(truth, submission, particles, definition="trackformers")
+    # Particles P1..P4: perfect P1 -> 1/4; DM P1, P2 -> 2/4.
+    assert result["n_particles"] == 4
+    assert result["perfect"] == 0.25
+    assert result["double_majority"] == 0.5
+    # Clusters T1, T2, T4, T5, T(-1): LHC T1, T4, T5 -> 3/5; DM T1, T2 -> fake 1 - 2/5.
+    assert result["n_tracks"] == 5
+    assert result["lhc"] == pytest.approx(0.6)
+    assert result["fake_rate"] == pytest.approx(0.6)
+    # LHC-matched particles P1 (T1) and P3 (T4 and T5): P3 is duplicated -> 1/2.
+    assert result["n_lhc_matched_particles"] == 2
+    assert result["duplicate_rate"] == 0.5
+    assert result["n_submitted_tracks"] == 7
+
+
+def test_gnn_tracking_efficiencies_by_hand() -> None:
+    truth, submission, particles = eff_event()
+    # pT >= 0.9: P1 and P2 (P3 has 0.5 GeV, P4 only 2 layers).
+    result = efficiencies(truth, submission, particles, definition="gnn_tracking", pt_min=0.9)
+    assert result["n_reconstructable"] == result["n_particles"] == 2
+    assert result["perfect"] == 0.5  # P1
+    assert result["double_majority"] == 1.0  # P1, P2
+    # Clusters: label -1 is none; T4, T5 belong to P3, outside the cuts. T1, T2 remain:
+    # LHC T1 -> 1/2; both DM -> fake 0; LHC-matched P1 once -> duplicate 0.
+    assert result["n_tracks"] == 2
+    assert result["lhc"] == 0.5
+    assert result["fake_rate"] == 0.0
+    assert result["duplicate_rate"] == 0.0
+
+    # pT >= 0: P1, P2, P3. Perfect P1 -> 1/3; DM P1, P2 -> 2/3. Clusters T1, T2, T4, T5:
+    # LHC T1, T4, T5 -> 3/4; DM T1, T2 -> fake 1/2; P3 twice LHC-matched -> 1/2.
+    result = efficiencies(truth, submission, particles, definition="gnn_tracking")
+    assert result["n_particles"] == 3
+    assert result["perfect"] == pytest.approx(1 / 3)
+    assert result["double_majority"] == pytest.approx(2 / 3)
+    assert result["n_tracks"] == 4
+    assert result["lhc"] == 0.75
+    assert result["fake_rate"] == 0.5
+    assert result["duplicate_rate"] == 0.5
+
+    # |eta| < 1.5 drops P3 (eta 2.0) as well: same as the pT >= 0.9 case.
+    result = efficiencies(truth, submission, particles, definition="gnn_tracking", eta_max=1.5)
+    assert result["n_particles"] == 2
+
+
+def test_kinematics_from_truth_columns_equal_particles_table() -> None:
+    truth, submission, particles = eff_event()
+    pt = {p: k[0] for p, k in EFF_KINEMATICS.items()}
+    eta = {p: k[1] for p, k in EFF_KINEMATICS.items()}
+    with_columns = truth.assign(pt=truth["particle_id"].map(pt), eta=truth["particle_id"].map(eta))
+    kwargs = {"definition": "gnn_tracking", "pt_min": 0.9}
+    assert efficiencies(with_columns, submission, **kwargs) == efficiencies(
+        truth, submission, particles, **kwargs
+    )
+
+
+def test_gnn_tracking_needs_layers_and_kinematics() -> None:
+    truth, submission, particles = eff_event()
+    with pytest.raises(ValueError, match="volume_id"):
+        efficiencies(truth.drop(columns="volume_id"), submission, particles, "gnn_tracking")
+    with pytest.raises(ValueError, match="kinematics"):
+        efficiencies(truth, submission, None, "gnn_tracking", pt_min=0.9)
+    with pytest.raises(ValueError, match=r"particles lacks 1 particle.*particle_id \[3\]"):
+        efficiencies(truth, submission, particles[particles["particle_id"] != 3], "gnn_tracking")
+    with pytest.raises(ValueError, match="unknown definition"):
+        efficiencies(truth, submission, particles, "atlas")
+
+
+def test_efficiencies_are_invariant_to_row_order_and_labels() -> None:
+    truth, submission, particles = eff_event()
+    # Relabel every track but keep -1 negative (it means "no cluster" for gnn_tracking).
+    relabel = {1: 40, 2: 7, 3: 13, 4: 2, 5: 99, 7: 0, -1: -5}
+    other = submission.assign(track_id=submission["track_id"].map(relabel))
+    other = other.sample(frac=1.0, random_state=4)
+    shuffled_truth = truth.sample(frac=1.0, random_state=5)
+    for definition in ("trackformers", "gnn_tracking"):
+        assert efficiencies(shuffled_truth, other, particles, definition) == efficiencies(
+            truth, submission, particles, definition
+        )
+
+
+def test_efficiencies_pool_events() -> None:
+    # The same event twice under two event ids (hit and particle ids repeat): every count
+    # doubles, every fraction stays.
+    truth, submission, particles = eff_event()
+    truth2 = pd.concat([truth.assign(event_id=1), truth.assign(event_id=2)])
+    submission2 = pd.concat([submission.assign(event_id=1), submission.assign(event_id=2)])
+    particles2 = pd.concat([particles.assign(event_id=1), particles.assign(event_id=2)])
+    for definition in ("trackformers", "gnn_tracking"):
+        single = efficiencies(truth, submission, particles, definition)
+        pooled = efficiencies(truth2, submission2, particles2, definition)
+        for key, value in single.items():
+            expected = 2 * value if key.startswith("n_") else value
+            assert pooled[key] == pytest.approx(expected), key
+
+
+def test_perfect_submission_is_fully_efficient() -> None:
+    truth, _, particles = eff_event()
+    submission = truth_as_submission(truth)
+    for definition in ("trackformers", "gnn_tracking"):
+        result = efficiencies(truth, submission, particles, definition)
+        assert result["perfect"] == result["double_majority"] == result["lhc"] == 1.0
+        assert result["fake_rate"] == result["duplicate_rate"] == 0.0
+
+
+def test_particle_table_layer_rules() -> None:
+    # One particle: pixel hits on (volume 7, layer 2), (9, 2), (8, 4) and a strip hit
+    # (13, 2). Pixel rule, raw layer_id values: {2, 4} -> 2. All volumes, (volume,
+    # layer) pairs: (7,2), (9,2), (8,4), (13,2) -> 4.
+    truth = make_truth([5, 5, 5, 5, 0]).assign(volume_id=[7, 9, 8, 13, 7], layer_id=[2, 2, 4, 2, 6])
+    assert particle_table(truth)["n_layers"].tolist() == [2]
+    assert particle_table(truth, pixel_only=False)["n_layers"].tolist() == [4]
+    assert particle_table(truth)["nhits"].tolist() == [4]
+
+
+def test_efficiency_vs_pt_and_eta_by_hand() -> None:
+    truth, submission, particles = eff_event()
+    # trackformers: all four particles. pT bins [0, 0.9): P3 (not matched);
+    # [0.9, 5): P1 (perfect, DM), P2 (DM), P4 (nothing).
+    table = efficiency_vs(truth, submission, particles, "pt", bins=[0.0, 0.9, 5.0])
+    assert table["n_particles"].tolist() == [1, 3]
+    assert table["n_perfect"].tolist() == [0, 1]
+    assert table["n_double_majority"].tolist() == [0, 2]
+    assert table["double_majority"].tolist() == pytest.approx([0.0, 2 / 3])
+    # eta bins: [-1, 0): P2 (DM); [0, 1.5): P1 (perfect, DM), P4 at eta 1.0; [1.5, 3): P3.
+    table = efficiency_vs(truth, submission, particles, "eta", bins=[-1.0, 0.0, 1.5, 3.0])
+    assert table["n_particles"].tolist() == [1, 2, 1]
+    assert table["perfect"].tolist() == pytest.approx([0.0, 0.5, 0.0])
+    assert table["double_majority"].tolist() == pytest.approx([1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="variable"):
+        efficiency_vs(truth, submission, particles, "phi")
+
+
+# ---------------------------------------------------------------------------------------
+# Efficiencies on the real sample event
+# ---------------------------------------------------------------------------------------
+
+
+def test_sample_reconstructable_counts(sample: dict[str, pd.DataFrame]) -> None:
+    truth, particles = sample["truth"], sample["particles"]
+    assert len(particles) == 548
+    assert (particles["nhits"] == 0).sum() == 80
+    submission = truth_as_submission(truth)
+
+    def gnn(pt_min: float, **kwargs: bool) -> dict[str, float | int]:
+        return efficiencies(
+            truth, submission, particles, "gnn_tracking", pt_min=pt_min, eta_max=4.0, **kwargs
+        )
+
+    assert gnn(0.0)["n_reconstructable"] == 373
+    headline = gnn(0.9)
+    assert headline["n_reconstructable"] == 61
+    assert gnn(0.9, pixel_only=False)["n_reconstructable"] == 67
+    # Truth as submission: everything found, nothing fake or duplicated.
+    for key in ("perfect", "double_majority", "lhc"):
+        assert headline[key] == 1.0
+    assert headline["fake_rate"] == headline["duplicate_rate"] == 0.0
+    counts = [gnn(pt)["n_reconstructable"] for pt in (0.0, 0.5, 0.9, 1.5)]
+    assert counts == sorted(counts, reverse=True)
+    assert counts == [373, 171, 61, 24]
+
+
+def test_sample_trackformers_and_noise_labels(sample: dict[str, pd.DataFrame]) -> None:
+    truth = sample["truth"]
+    nhits = truth.loc[truth["particle_id"] > 0, "particle_id"].value_counts()
+    submission = truth_as_submission(truth)
+    result = efficiencies(truth, submission, definition="trackformers")
+    # All 468 particles with hits are the denominator; the 37 with fewer than 3 hits can
+    # form no cluster, so perfect = DM = 431 / 468. Noise singletons are no clusters.
+    assert result["n_particles"] == len(nhits) == 468
+    assert result["n_perfect"] == result["n_double_majority"] == (nhits >= 3).sum() == 431
+    assert result["lhc"] == 1.0
+    assert result["fake_rate"] == 0.0
+    # All 829 noise hits under one label make one big noise cluster: a fake in 432.
+    one_label = submission.assign(track_id=truth["particle_id"].to_numpy())
+    result = efficiencies(truth, one_label, definition="trackformers")
+    assert result["n_tracks"] == 432
+    assert result["fake_rate"] == pytest.approx(1 / 432)
+    # gnn_tracking ignores a negative label whatever its size.
+    particle_id = truth["particle_id"].to_numpy()
+    minus_one = submission.assign(track_id=np.where(particle_id > 0, particle_id, -1))
+    result = efficiencies(truth, minus_one, sample["particles"], "gnn_tracking", pt_min=0.9)
+    assert result["fake_rate"] == 0.0
+    assert result["double_majority"] == 1.0
+
+
+def test_sample_efficiency_vs_pt_counts_every_particle(sample: dict[str, pd.DataFrame]) -> None:
+    truth, particles = sample["truth"], sample["particles"]
+    table = efficiency_vs(truth, truth_as_submission(truth), particles, "pt")
+    # Default pT bins start at 0 and end at infinity: all 468 particles are binned.
+    assert table["n_particles"].sum() == 468
+    assert table["n_double_majority"].sum() == 431
