@@ -125,13 +125,13 @@ def test_bad_files_raise_clear_errors(tmp_path: Path, mutate, message: str) -> N
 def test_empty_and_foreign_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    with pytest.raises(ValueError, match="empty.csv: file is empty"):
+    with pytest.raises(ValueError, match=r"empty\.csv: file is empty"):
         load_events(empty, "linear")
     foreign = tmp_path / "comma.csv"
     foreign.write_text("a,b,c\n1,2,3\n")
     with pytest.raises(ValueError, match="not a ';'-separated REDVID file"):
         load_events(foreign, "linear")
-    with pytest.raises(FileNotFoundError, match="nothere.csv"):
+    with pytest.raises(FileNotFoundError, match=r"nothere\.csv"):
         load_events(tmp_path / "nothere.csv", "linear")
 
 
