@@ -2,7 +2,8 @@
 
 input projection (in_dim -> d_model) -> encoder stack -> linear head (d_model -> out_dim).
 Hits are a set: no positional encoding, and the output for a hit depends only on the
-hits of its own event.
+hits of its own event. The same weights run on padded ``[B, N, F]`` or packed ``[T, F]``
+batches with any attention backend (``ModelConfig.attention``: math, sdpa, flash).
 """
 
 from __future__ import annotations
@@ -10,16 +11,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from custom_encoder import AttentionLayout, Encoder
+from custom_encoder import AttentionLayout, Encoder, EncoderOptions
 
 
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a TransformerRegressor (stored in every checkpoint).
 
-    The defaults are the published 76k-parameter configuration for REDVID data.
+    The defaults are the published 76k-parameter configuration for REDVID data. The
+    fields from ``norm`` on are the optional encoder variants (see
+    ``custom_encoder.EncoderOptions``); ``norm_first=True`` (older checkpoints) means
+    ``norm="pre"``, and the two are kept consistent.
     """
 
     in_dim: int = 3
@@ -30,14 +35,46 @@ class ModelConfig:
     dim_feedforward: int = 128
     dropout: float = 0.1
     norm_first: bool = False
-    attention: str = "sdpa"
+    attention: str = "sdpa"  # run-time choice: any backend loads any backend's weights
+    norm: str = "post"  # post | pre | hybrid
+    layer_scale_init: float = 0.0  # 0: no LayerScale
+    value_residual: bool = False
+    qk_norm: bool = False
+    feedforward: str = "relu"  # relu | gelu | swiglu
+    n_registers: int = 0
+    attention_window: int = 0  # 0: full attention; else neighbours per side in phi order
+    # Input normaliser's (mean x, std x, mean y, std y): inputs 0 and 1 are the hit's x
+    # and y, and local attention needs the true phi = atan2(y, x), so the model undoes
+    # the standardisation. Set by training from the fitted normaliser.
+    xy_mean_std: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.norm_first and self.norm == "post":
+            self.norm = "pre"
+        self.norm_first = self.norm == "pre"
+        self.xy_mean_std = tuple(float(v) for v in self.xy_mean_std)
+        self.encoder_options()  # validates the option values
+
+    def encoder_options(self) -> EncoderOptions:
+        return EncoderOptions(
+            norm=self.norm,
+            layer_scale_init=self.layer_scale_init,
+            value_residual=self.value_residual,
+            qk_norm=self.qk_norm,
+            feedforward=self.feedforward,
+            n_registers=self.n_registers,
+            attention_window=self.attention_window,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Build from a checkpoint dict; unknown keys are an error, not silently dropped."""
+        """Build from a checkpoint dict; unknown keys are an error, not silently dropped.
+
+        Keys added since a checkpoint was written take their (published) defaults.
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -58,22 +95,30 @@ class TransformerRegressor(nn.Module):
             dim_feedforward=config.dim_feedforward,
             n_layers=config.n_layers,
             dropout=config.dropout,
-            norm_first=config.norm_first,
             backend=config.attention,
+            options=config.encoder_options(),
         )
         self.head = nn.Linear(config.d_model, config.out_dim)
+
+    def hit_phi(self, x: Tensor) -> Tensor:
+        """Azimuth atan2(y, x) in (-pi, pi] of every hit, from normalised inputs [..., F]."""
+        x_mean, x_std, y_mean, y_std = self.config.xy_mean_std
+        return torch.atan2(x[..., 1].float() * y_std + y_mean, x[..., 0].float() * x_std + x_mean)
 
     def forward(self, x: Tensor, layout: AttentionLayout) -> Tensor:
         """Predict track parameters.
 
         Args:
-            x: normalised hit coordinates, [B, N, in_dim] (padded layout).
-            layout: where the padding is (see ``AttentionLayout``).
+            x: normalised hit coordinates, [B, N, in_dim] (padded layout) or [T, in_dim]
+                (packed layout: the hits of all events back to back).
+            layout: padding mask or event boundaries (see ``AttentionLayout``).
 
         Returns:
-            [B, N, out_dim] normalised track parameters; values at padding are meaningless.
+            [B, N, out_dim] or [T, out_dim] normalised track parameters; values at
+            padding are meaningless.
         """
-        return self.head(self.encoder(self.input_proj(x), layout))
+        phi = self.hit_phi(x) if self.config.attention_window > 0 else None
+        return self.head(self.encoder(self.input_proj(x), layout, phi))
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

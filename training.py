@@ -4,34 +4,55 @@
 a small REDVID-style data set of 3-track linear events under ./data, trains, evaluates
 on the held-out test split and prints the TrackML score.
 
-This file holds the one training loop of the project; ``training_flash.py`` and the
-refiner reuse it.
+This file holds the one training loop of the project; ``training_flash.py`` (FlashAttention
+on packed hits, bf16) and the refiner reuse it. The loop is built for speed on a GPU:
+the data set lives on the device, an epoch's batches are uploaded in one copy, nothing
+inside a step waits for the device (the loss is accumulated on the device and read once
+per epoch), optional bf16/fp16 autocast, fused Adam on CUDA and optional torch.compile.
+
+Multi-GPU: launched by ``torchrun`` (WORLD_SIZE > 1 in the environment) the same loop
+runs under DistributedDataParallel: every rank draws the same seeded batch list each
+epoch and takes a disjoint shard of it; losses are all-reduced once per epoch; only
+rank 0 writes checkpoints and evaluates.
+
+Learning rate and batch size: ``--lr`` is the rate for ``--batch_size`` events per step
+(the reference's 1e-3 at 64 events). When a step holds k times as many events (a hit
+budget ``--hits_per_batch`` and/or several GPUs), the rate is scaled by sqrt(k)
+(``--lr_scaling sqrt``, the square-root rule for Adam), k (``linear``) or not at all
+(``none``), optionally reached by a linear warm-up over ``--warmup_epochs``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from checkpoint import load_checkpoint, save_checkpoint
-from custom_encoder import ATTENTION_BACKENDS
+from custom_encoder import ATTENTION_BACKENDS, FEEDFORWARDS, NORM_PLACEMENTS
 from data_processing.dataset import (
     DATA_TYPES,
+    Batch,
+    BatchPlan,
     DeviceEvents,
     EventSet,
     Normaliser,
     batch_event_indices,
     load_events,
-    padded_batch,
     split_events,
 )
 from evaluation.clustering import ClusteringConfig, published_setting
@@ -39,6 +60,15 @@ from model import ModelConfig, TransformerRegressor
 
 REPO_ROOT = Path(__file__).resolve().parent
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+# Autocast dtype of each --precision (None: plain fp32).
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+LR_SCALINGS = ("sqrt", "linear", "none")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,14 +96,33 @@ class TrainConfig:
     hidden_dim: int = 128
     nr_heads: int = 4
     dropout: float = 0.1
-    norm_first: bool = False
-    attention: str = "sdpa"
+    norm_first: bool = False  # same as --norm pre (kept for older scripts)
+    attention: str = "sdpa"  # math | sdpa (padded batches) | flash (packed hits)
+    # Encoder variants (custom_encoder.EncoderOptions); the defaults are the published model.
+    norm: str = "post"  # post | pre | hybrid (QK-norm + post-norm feed-forward)
+    layer_scale_init: float = 0.0  # LayerScale init value; 0: off
+    value_residual: bool = False  # mix every layer's attention values with the first's
+    qk_norm: bool = False  # LayerNorm on queries and keys
+    feedforward: str = "relu"  # relu | gelu | swiglu
+    n_registers: int = 0  # learned register tokens per event
+    attention_window: int = 0  # local attention: neighbours per side in phi order; 0: full
+    hits_per_batch: int = 0  # hit budget per step; 0: batch_size events per step
+    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast (CUDA; fp32 on a CPU)
+    compile: bool = False  # torch.compile the model (falls back to eager if it fails)
+    lr_scaling: str = "sqrt"  # lr rule when a step holds more than batch_size events
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up
     min_cluster_size: int | None = None  # None: published setting for the data set
     min_samples: int | None = None
     cluster_jobs: int = -1
     evaluate: bool = True
 
-    def model_config(self, in_dim: int, out_dim: int) -> ModelConfig:
+    def model_config(
+        self,
+        in_dim: int,
+        out_dim: int,
+        xy_mean_std: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0),
+    ) -> ModelConfig:
+        """The model this run trains; ``xy_mean_std`` from the input normaliser (for phi)."""
         return ModelConfig(
             in_dim=in_dim,
             out_dim=out_dim,
@@ -84,6 +133,14 @@ class TrainConfig:
             dropout=self.dropout,
             norm_first=self.norm_first,
             attention=self.attention,
+            norm=self.norm,
+            layer_scale_init=self.layer_scale_init,
+            value_residual=self.value_residual,
+            qk_norm=self.qk_norm,
+            feedforward=self.feedforward,
+            n_registers=self.n_registers,
+            attention_window=self.attention_window,
+            xy_mean_std=xy_mean_std,
         )
 
     def clustering_config(self) -> ClusteringConfig:
@@ -95,9 +152,45 @@ class TrainConfig:
         )
 
 
-def resolve_device(name: str) -> torch.device:
+@dataclass
+class DistributedContext:
+    """Where this process sits in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # this process called init_process_group (and must destroy it)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> DistributedContext:
+    """Join the process group when launched by torchrun (env WORLD_SIZE > 1).
+
+    NCCL when the ranks train on CUDA, gloo on CPUs. A group that is already
+    initialised (by a caller) is used as it is.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        on_cuda = resolve_device(device_name, local_rank).type == "cuda"
+        if on_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if on_cuda else "gloo")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, owns_group)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA if present, else CPU; a bare ``cuda`` means this rank's GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -131,45 +224,181 @@ def ensure_data(config: TrainConfig) -> Path:
 def masked_squared_error(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Sum of squared errors over hits where ``mask`` is True, and the number of terms.
 
-    pred, target: [..., K]; mask: [...] bool. Returned as 0-d tensors (no host sync).
+    pred, target: [..., K]; mask: [...] bool. Returned as 0-d fp32 tensors (no host
+    sync); the error is computed in fp32 whatever the autocast dtype of ``pred``.
     """
-    weights = mask.to(pred.dtype)[..., None]
-    return ((pred - target) ** 2 * weights).sum(), weights.sum() * pred.shape[-1]
+    weights = mask.to(torch.float32)[..., None]
+    return ((pred.float() - target) ** 2 * weights).sum(), weights.sum() * pred.shape[-1]
+
+
+@dataclass
+class Optimisation:
+    """What a training step needs besides the model and the batch.
+
+    ``lr_at(step)`` is the learning rate of global optimizer step ``step`` (counted
+    from the start of the run, across resumes); ``scaler`` is set for fp16 only.
+    """
+
+    optimizer: torch.optim.Optimizer
+    lr_at: Callable[[int], float]
+    step: int = 0
+    scaler: torch.amp.GradScaler | None = None
 
 
 def run_epoch(
-    model: TransformerRegressor,
+    model: nn.Module,
     data: DeviceEvents,
-    batches: list[np.ndarray],
-    optimizer: torch.optim.Optimizer | None = None,
+    plan: BatchPlan,
+    packed: bool,
+    optimisation: Optimisation | None = None,
+    precision: str = "fp32",
     description: str = "",
 ) -> float:
-    """One pass over ``batches`` (training when an optimizer is given, else evaluation).
+    """One pass over the batches of ``plan`` (training when ``optimisation`` is given).
 
-    Returns the mean squared error per target value over all real, non-noise hits.
-    The loss is accumulated on the device; the only host sync is at the end.
+    Args:
+        model: the regressor, possibly wrapped by DDP and/or torch.compile.
+        data: the events the plan indexes, on the model's device.
+        plan: this process's batches (its shard, under DDP).
+        packed: packed batches (flash) or padded ones.
+        optimisation: optimizer, learning-rate schedule and step counter; None to
+            evaluate without gradients.
+        precision: key of ``PRECISIONS``: the autocast dtype of the forward pass.
+
+    Returns:
+        The mean squared error per target value over all real, non-noise hits (summed
+        over every rank under DDP). The loss is accumulated on the device; the one host
+        sync is at the end. fp16 is the exception: its GradScaler reads the inf check.
     """
-    training = optimizer is not None
+    training = optimisation is not None
     model.train(training)
-    sizes = data.sizes.cpu().numpy()
     device = data.inputs.device
-    total = torch.zeros((), device=device)
-    count = torch.zeros((), device=device)
+    amp_dtype = PRECISIONS[precision]
+    totals = torch.zeros(2, device=device)  # [sum of squared errors, number of terms]
     with torch.set_grad_enabled(training):
-        for index in tqdm(batches, desc=description, leave=False, disable=None):
-            batch = padded_batch(
-                data, torch.as_tensor(index, device=device), int(sizes[index].max())
-            )
-            sq_error, n_terms = masked_squared_error(
-                model(batch.x, batch.layout), batch.y, batch.loss_mask
-            )
+        for i in tqdm(range(len(plan)), desc=description, leave=False, disable=None):
+            batch = plan.batch(data, i, packed)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                pred = model(batch.x, batch.layout)
+            sq_error, n_terms = masked_squared_error(pred, batch.y, batch.loss_mask)
             if training:
-                optimizer.zero_grad(set_to_none=True)
-                (sq_error / n_terms.clamp(min=1)).backward()
-                optimizer.step()
-            total += sq_error.detach()
-            count += n_terms
-    return float(total / count.clamp(min=1))
+                _optimizer_step(optimisation, sq_error / n_terms.clamp(min=1))
+            totals += torch.stack([sq_error.detach(), n_terms])
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+    return float(totals[0] / totals[1].clamp(min=1))
+
+
+def _optimizer_step(optimisation: Optimisation, loss: Tensor) -> None:
+    """Backward and one optimizer step at the scheduled learning rate."""
+    optimizer = optimisation.optimizer
+    lr = optimisation.lr_at(optimisation.step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr  # a host float: setting it costs no device sync
+    optimizer.zero_grad(set_to_none=True)
+    if optimisation.scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        optimisation.scaler.scale(loss).backward()
+        optimisation.scaler.step(optimizer)
+        optimisation.scaler.update()
+    optimisation.step += 1
+
+
+def events_per_step(config: TrainConfig, mean_event_size: float, world_size: int) -> float:
+    """Events in one optimizer step, over all ranks."""
+    if config.hits_per_batch > 0:
+        per_rank = max(1.0, config.hits_per_batch / mean_event_size)
+    else:
+        per_rank = float(config.batch_size)
+    return per_rank * world_size
+
+
+def scaled_lr(config: TrainConfig, n_events_per_step: float) -> float:
+    """``config.lr`` (meant for ``batch_size`` events per step) scaled to the real step.
+
+    With k = events per step / batch_size: ``sqrt`` gives lr * sqrt(k) (Adam's
+    square-root scaling rule), ``linear`` lr * k, ``none`` lr.
+    """
+    k = n_events_per_step / config.batch_size
+    return config.lr * {"sqrt": math.sqrt(k), "linear": k, "none": 1.0}[config.lr_scaling]
+
+
+def warmup_schedule(peak_lr: float, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up to ``peak_lr`` over ``warmup_steps`` optimizer steps, then constant."""
+
+    def lr_at(step: int) -> float:
+        if warmup_steps <= 0:
+            return peak_lr
+        return peak_lr * min(1.0, (step + 1) / warmup_steps)
+
+    return lr_at
+
+
+def epoch_batches(
+    config: TrainConfig, sizes: np.ndarray, epoch: int, ctx: DistributedContext
+) -> list[np.ndarray]:
+    """This rank's training batches for ``epoch``: seeded, identical on every rank before
+    sharding, then a disjoint shard per rank.
+
+    Every rank must take the same number of steps (DDP all-reduces gradients in lock
+    step), so the batch list is extended by wrapping around to a multiple of the world
+    size, as DistributedSampler does.
+    """
+    rng = np.random.default_rng([config.seed, epoch])
+    batches = batch_event_indices(
+        sizes, config.batch_size, True, rng, hits_per_batch=config.hits_per_batch
+    )
+    if ctx.world_size == 1:
+        return batches
+    n_total = math.ceil(len(batches) / ctx.world_size) * ctx.world_size
+    return [batches[i % len(batches)] for i in range(ctx.rank, n_total, ctx.world_size)]
+
+
+def effective_precision(precision: str, device: torch.device) -> str:
+    """Autocast is used on CUDA only; elsewhere fp32, with a one-line notice."""
+    if precision != "fp32" and device.type != "cuda":
+        log.warning(
+            "precision %s: mixed precision needs CUDA; training in fp32 on %s", precision, device
+        )
+        return "fp32"
+    return precision
+
+
+def maybe_compile(model: nn.Module, enabled: bool, sample: Batch, precision: str) -> nn.Module:
+    """``torch.compile(model)`` if ``enabled`` and it works here, else ``model`` (eager).
+
+    Compilation happens lazily, so the compiled model is run forward and backward once
+    on ``sample`` to surface any failure now; the gradients are discarded.
+    """
+    if not enabled:
+        return model
+    amp_dtype = PRECISIONS[precision]
+    try:
+        compiled = torch.compile(model, dynamic=True)
+        with torch.autocast(sample.x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            pred = compiled(sample.x, sample.layout)
+        pred.float().sum().backward()
+    except Exception as err:  # any compiler failure (no C++ compiler, unsupported op, ...)
+        log.warning(
+            "torch.compile failed (%s: %s); running eager",
+            type(err).__name__,
+            str(err).splitlines()[0] if str(err) else "",
+        )
+        return model
+    finally:
+        model.zero_grad(set_to_none=True)
+    return compiled
+
+
+def xy_mean_std(events: EventSet, normaliser: Normaliser) -> tuple[float, float, float, float]:
+    """The input normaliser's (mean x, std x, mean y, std y), from which the model
+    recovers each hit's phi (for local attention); inputs 0 and 1 must be x and y."""
+    if tuple(events.input_names[:2]) != ("x", "y"):
+        raise ValueError(f"inputs 0 and 1 must be x and y, not {events.input_names[:2]}")
+    mean, std = normaliser.input_mean, normaliser.input_std
+    return float(mean[0]), float(std[0]), float(mean[1]), float(std[1])
 
 
 @dataclass
@@ -179,6 +408,7 @@ class TrainResult:
     val_losses: list[float]
     seconds: float
     metrics: dict[str, Any] | None
+    model: TransformerRegressor | None = None  # final (not best) weights of this rank
 
 
 def prepare_data(config: TrainConfig) -> tuple[Path, EventSet, tuple[np.ndarray, ...]]:
@@ -188,48 +418,126 @@ def prepare_data(config: TrainConfig) -> tuple[Path, EventSet, tuple[np.ndarray,
     return path, events, split_events(events.n_events, SPLIT_FRACTIONS, config.seed)
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train (or resume) a model as ``config`` says; evaluate it on the test split."""
-    if config.data_type not in DATA_TYPES:
-        raise ValueError(f"unknown data_type {config.data_type!r}; use one of {DATA_TYPES}")
+def validate_config(config: TrainConfig) -> None:
+    """Reject settings the CLI's ``choices`` would reject, for programmatic callers."""
+    for name, allowed in CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"unknown {name} {getattr(config, name)!r}; use one of {allowed}")
+    if config.hits_per_batch < 0 or config.batch_size < 1:
+        raise ValueError("batch_size must be >= 1 and hits_per_batch >= 0")
+
+
+# Called on rank 0 after each epoch with (epoch, model, training seconds so far, val loss).
+EpochCallback = Callable[[int, TransformerRegressor, float, float], None]
+
+
+def train(config: TrainConfig, on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train (or resume) a model as ``config`` says; evaluate it on the test split.
+
+    Under torchrun (WORLD_SIZE > 1) this runs data-parallel on every rank; the result
+    (and the checkpoint, and the evaluation) come from rank 0. ``on_epoch`` (e.g. a
+    time-to-accuracy probe) runs on rank 0 after every epoch; its own time is not
+    counted in the training seconds it is given.
+    """
+    validate_config(config)
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    ctx = init_distributed(config.device)
+    try:
+        model, train_losses, val_losses = _train_loop(config, ctx, on_epoch)
+        if ctx.owns_group:
+            dist.barrier()  # no rank leaves while another still trains
+    finally:
+        if ctx.owns_group:
+            dist.destroy_process_group()
+    seconds = time.perf_counter() - started
+    checkpoint_path = Path(config.model_name)
+    metrics = None
+    if config.evaluate and ctx.is_main and checkpoint_path.exists():
+        metrics = evaluate_test_split(checkpoint_path, config)
+    return TrainResult(checkpoint_path, train_losses, val_losses, seconds, metrics, model)
+
+
+def _train_loop(
+    config: TrainConfig, ctx: DistributedContext, on_epoch: EpochCallback | None = None
+) -> tuple[TransformerRegressor, list[float], list[float]]:
+    """The epochs of ``train``; returns the model and the losses per epoch."""
+    started = time.perf_counter()
+    probe_seconds = 0.0  # time spent in on_epoch, excluded from the training clock
+    device = resolve_device(config.device, ctx.local_rank)
+    say = print if ctx.is_main else (lambda *args, **kwargs: None)
     checkpoint_path = Path(config.model_name)
     path, events, (train_idx, val_idx, test_idx) = prepare_data(config)
     state = load_checkpoint(checkpoint_path) if config.resume and checkpoint_path.exists() else None
     if config.resume and state is None:
-        print(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch")
+        say(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch")
 
     if state is None:
         normaliser = Normaliser.fit(events.subset(train_idx))
-        model_config = config.model_config(len(events.input_names), len(events.target_names))
+        model_config = config.model_config(
+            len(events.input_names), len(events.target_names), xy_mean_std(events, normaliser)
+        )
     else:
         normaliser = Normaliser.from_dict(state["normaliser"])
-        model_config = ModelConfig.from_dict(state["model_config"])
+        # The attention backend is a run-time choice: a resumed run may switch it.
+        model_config = ModelConfig.from_dict(
+            {**state["model_config"], "attention": config.attention}
+        )
     torch.manual_seed(config.seed)
     model = TransformerRegressor(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    fused = device.type == "cuda"  # one kernel for the whole Adam update
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
     train_losses: list[float] = []
     val_losses: list[float] = []
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start_epoch, stale_epochs, stopped = 0, 0, False
+    start_epoch, stale_epochs, stopped, step = 0, 0, False, 0
     if state is not None:
         model.load_state_dict(state["model_state_dict"])
         optimizer.load_state_dict(state["optimizer_state_dict"])
+        for group in optimizer.param_groups:
+            group["fused"] = fused  # the checkpoint may come from another device
         best_state = state["best_model_state_dict"]
         train_losses, val_losses = list(state["train_losses"]), list(state["val_losses"])
         start_epoch, stale_epochs = state["epoch"] + 1, state.get("stale_epochs", 0)
-        stopped = state.get("stopped", False)
-        print(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
-    print(
+        stopped, step = state.get("stopped", False), state.get("step", 0)
+        say(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
+    say(
         f"data: {path} ({events.n_events} events, {events.n_hits} hits; "
         f"train/val/test {len(train_idx)}/{len(val_idx)}/{len(test_idx)}); "
         f"model: {model.n_parameters()} parameters on {device}"
+        + (f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
     )
 
-    train_data = DeviceEvents.from_events(events.subset(train_idx), normaliser, device)
-    val_data = DeviceEvents.from_events(events.subset(val_idx), normaliser, device)
-    val_batches = batch_event_indices(val_data.sizes.cpu().numpy(), 4 * config.batch_size, False)
+    train_set, val_set = events.subset(train_idx), events.subset(val_idx)
+    train_data = DeviceEvents.from_events(train_set, normaliser, device)
+    val_data = DeviceEvents.from_events(val_set, normaliser, device)
+    packed = model_config.attention == "flash"
+    precision = effective_precision(config.precision, device)
+    val_batches = batch_event_indices(
+        val_set.sizes, 4 * config.batch_size, False, hits_per_batch=4 * config.hits_per_batch
+    )
+    val_plan = BatchPlan.from_batches(
+        val_batches[ctx.rank :: ctx.world_size], val_set.sizes, device
+    )
+    n_events_per_step = events_per_step(config, float(train_set.sizes.mean()), ctx.world_size)
+    peak_lr = scaled_lr(config, n_events_per_step)
+    first_batches = epoch_batches(config, train_set.sizes, 0, ctx)
+    lr_at = warmup_schedule(peak_lr, round(config.warmup_epochs * len(first_batches)))
+    say(
+        f"{n_events_per_step:.0f} events per step ({'packed' if packed else 'padded'}, "
+        f"{precision}), lr {peak_lr:.3g} ({config.lr_scaling} scaling from {config.lr} "
+        f"at {config.batch_size} events)"
+    )
+    ddp_model: nn.Module = model
+    if ctx.world_size > 1:
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    sample_plan = BatchPlan.from_batches(first_batches[:1], train_set.sizes, device)
+    step_model = maybe_compile(
+        ddp_model, config.compile, sample_plan.batch(train_data, 0, packed), precision
+    )
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    optimisation = Optimisation(optimizer, lr_at, step, scaler)
     data_record = {
         "path": str(path),
         "data_type": config.data_type,
@@ -241,49 +549,55 @@ def train(config: TrainConfig) -> TrainResult:
     for epoch in range(start_epoch, config.nr_epochs):
         if stopped:
             break
-        # Seeding per epoch makes a resumed run draw the same batches as an unbroken one.
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        rng = np.random.default_rng([config.seed, epoch])
-        batches = batch_event_indices(
-            train_data.sizes.cpu().numpy(), config.batch_size, shuffle=True, rng=rng
+        # Seeding per epoch makes a resumed run draw the same batches as an unbroken one;
+        # the rank term gives each rank its own dropout masks.
+        torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * ctx.rank)
+        plan = BatchPlan.from_batches(
+            epoch_batches(config, train_set.sizes, epoch, ctx), train_set.sizes, device
         )
         tick = time.perf_counter()
-        train_losses.append(run_epoch(model, train_data, batches, optimizer, f"epoch {epoch}"))
-        val_losses.append(run_epoch(model, val_data, val_batches))
+        train_losses.append(
+            run_epoch(
+                step_model, train_data, plan, packed, optimisation, precision, f"epoch {epoch}"
+            )
+        )
+        val_losses.append(run_epoch(step_model, val_data, val_plan, packed, None, precision))
         if val_losses[-1] <= min(val_losses):
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             stale_epochs = 0
         else:
             stale_epochs += 1
         stopped = stale_epochs >= config.early_stop
-        print(
+        say(
             f"epoch {epoch:3d}  train {train_losses[-1]:.5f}  val {val_losses[-1]:.5f}  "
             f"({time.perf_counter() - tick:.1f} s){'  early stop' if stopped else ''}",
             flush=True,
         )
-        save_checkpoint(
-            {
-                "epoch": epoch,
-                "model_state_dict": model.state_dict(),
-                "best_model_state_dict": best_state,
-                "optimizer_state_dict": optimizer.state_dict(),
-                "train_losses": train_losses,
-                "val_losses": val_losses,
-                "stale_epochs": stale_epochs,
-                "stopped": stopped,
-                "model_config": model_config.to_dict(),
-                "normaliser": normaliser.to_dict(),
-                "train_config": asdict(config),
-                "clustering": asdict(config.clustering_config()),
-                "data": data_record,
-            },
-            checkpoint_path,
-        )
-    seconds = time.perf_counter() - started
-    metrics = None
-    if config.evaluate and checkpoint_path.exists():
-        metrics = evaluate_test_split(checkpoint_path, config)
-    return TrainResult(checkpoint_path, train_losses, val_losses, seconds, metrics)
+        if ctx.is_main:
+            save_checkpoint(
+                {
+                    "epoch": epoch,
+                    "step": optimisation.step,
+                    "model_state_dict": model.state_dict(),
+                    "best_model_state_dict": best_state,
+                    "optimizer_state_dict": optimizer.state_dict(),
+                    "train_losses": train_losses,
+                    "val_losses": val_losses,
+                    "stale_epochs": stale_epochs,
+                    "stopped": stopped,
+                    "model_config": model_config.to_dict(),
+                    "normaliser": normaliser.to_dict(),
+                    "train_config": asdict(config),
+                    "clustering": asdict(config.clustering_config()),
+                    "data": data_record,
+                },
+                checkpoint_path,
+            )
+        if on_epoch is not None and ctx.is_main:
+            tick = time.perf_counter()
+            on_epoch(epoch, model, tick - started - probe_seconds, val_losses[-1])
+            probe_seconds += time.perf_counter() - tick
+    return model, train_losses, val_losses
 
 
 def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict[str, Any]:
@@ -302,14 +616,24 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict[str,
     return metrics
 
 
-CHOICES: dict[str, tuple[str, ...]] = {"data_type": DATA_TYPES, "attention": ATTENTION_BACKENDS}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data_type": DATA_TYPES,
+    "attention": ATTENTION_BACKENDS,
+    "norm": NORM_PLACEMENTS,
+    "feedforward": FEEDFORWARDS,
+    "precision": tuple(PRECISIONS),
+    "lr_scaling": LR_SCALINGS,
+}
 OPTIONAL_INTS = ("min_cluster_size", "min_samples")
 
 
 def build_arg_parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
     """The training CLI: one option per TrainConfig field, with the same name."""
     defaults = defaults or TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Train the TransformerRegressor and evaluate it on the test split "
+        f"(attention {defaults.attention}, precision {defaults.precision} unless set)."
+    )
     for f in fields(TrainConfig):
         value = getattr(defaults, f.name)
         flag = f"--{f.name}"

@@ -3,7 +3,10 @@
 Data flow: a file (REDVID CSV or a converted TrackML set) -> a *hit table* (one row per
 hit: event_id, hit_id, particle_id, weight, input columns, target columns, extras) ->
 an ``EventSet`` (flat numpy arrays sorted by event, with per-event offsets) ->
-``DeviceEvents`` (normalised torch tensors on the training device) -> ``PaddedBatch``.
+``DeviceEvents`` (normalised torch tensors on the training device) -> ``PaddedBatch``
+(events padded to the batch's largest) or ``PackedBatch`` (hits back to back, no
+padding). ``batch_event_indices`` groups events into batches (a fixed event count or a
+hit budget, size-sorted) and ``BatchPlan`` uploads an epoch's batches to the device once.
 
 Conventions:
 * ``particle_id == 0`` marks noise hits. They are model inputs but carry no target: the
@@ -468,27 +471,159 @@ def padded_batch(
     )
 
 
+@dataclass
+class PackedBatch:
+    """Events packed back to back: no padding anywhere.
+
+    x: [T, F]; y: [T, K]; loss_mask: [T] hits with a target; layout: packed
+    ``AttentionLayout`` (cu_seqlens [B + 1] int32, max_seqlen); rows: [T] flat hit row
+    of each packed hit in the DeviceEvents, to scatter predictions back.
+    """
+
+    x: Tensor
+    y: Tensor
+    loss_mask: Tensor
+    layout: AttentionLayout
+    rows: Tensor
+
+
+Batch = PaddedBatch | PackedBatch
+
+
+def packed_batch(
+    data: DeviceEvents,
+    event_index: Tensor,
+    n_hits: int | None = None,
+    max_len: int | None = None,
+) -> PackedBatch:
+    """Gather the events ``event_index`` ([B] positions) into a packed batch.
+
+    Vectorised, one gather for all events. Pass ``n_hits`` (sum of the events' sizes)
+    and ``max_len`` (their maximum), known on the host, to avoid device-to-host syncs.
+    """
+    sizes = data.sizes[event_index]
+    if n_hits is None:
+        n_hits = int(sizes.sum())
+    if max_len is None:
+        max_len = int(sizes.max())
+    layout = AttentionLayout.packed(sizes, max_len, n_hits)
+    # slots = event * max_len + position within the event (see AttentionLayout.packed).
+    rows = data.offsets[event_index][layout.slots // max_len] + layout.slots % max_len
+    return PackedBatch(
+        x=data.inputs[rows],
+        y=data.targets[rows],
+        loss_mask=data.loss_mask[rows],
+        layout=layout,
+        rows=rows,
+    )
+
+
 def batch_event_indices(
     sizes: np.ndarray,
     batch_size: int,
     shuffle: bool,
     rng: np.random.Generator | None = None,
     sort_window: int = 50,
+    hits_per_batch: int = 0,
 ) -> list[np.ndarray]:
-    """Split event positions into batches of at most ``batch_size`` events.
+    """Split event positions into batches.
 
-    With ``sort_window > 1``, events are (after shuffling) sorted by size within windows
-    of ``sort_window`` batches, so each batch holds events of similar size and little
-    compute goes to padding; the batch order is then shuffled again. ``sort_window=1``
-    gives plain random batches.
+    Args:
+        sizes: [E] hits per event.
+        batch_size: events per batch (used when ``hits_per_batch`` is 0).
+        shuffle: draw a new random order (from ``rng``) of events and of batches.
+        rng: the seeded generator for the shuffles.
+        sort_window: with ``sort_window > 1``, events are (after shuffling) sorted by
+            size within windows of ``sort_window`` batches and batches are cut inside a
+            window, so each batch holds events of similar size and little compute goes
+            to padding; the batch order is then shuffled again. ``sort_window=1`` gives
+            plain random batches.
+        hits_per_batch: if > 0, a hit budget: each batch holds as many events as fit in
+            ``hits_per_batch`` hits in total (an event larger than the budget forms a
+            batch on its own), instead of ``batch_size`` events.
+
+    Returns:
+        Arrays of event positions, every event exactly once.
     """
     n = len(sizes)
     order = rng.permutation(n) if shuffle and rng is not None else np.arange(n)
-    if sort_window > 1:
-        window = batch_size * sort_window
-        chunks = [order[i : i + window] for i in range(0, n, window)]
-        order = np.concatenate([c[np.argsort(sizes[c], kind="stable")] for c in chunks])
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if hits_per_batch > 0:
+        mean_size = max(1.0, float(np.mean(sizes))) if n else 1.0
+        events_per_batch = max(1, int(hits_per_batch / mean_size))
+    else:
+        events_per_batch = batch_size
+    window = events_per_batch * max(1, sort_window)
+    batches: list[np.ndarray] = []
+    for begin in range(0, n, window):
+        chunk = order[begin : begin + window]
+        if sort_window > 1:
+            chunk = chunk[np.argsort(sizes[chunk], kind="stable")]
+        if hits_per_batch > 0:
+            cuts = _hit_budget_cuts(sizes[chunk], hits_per_batch)
+        else:
+            cuts = np.arange(batch_size, len(chunk), batch_size)
+        batches.extend(np.split(chunk, cuts))
     if shuffle and rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def _hit_budget_cuts(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """Greedy split points of ``sizes`` (in order) so that each part sums to <= budget.
+
+    One ``searchsorted`` per batch, not per event.
+    """
+    cumulative = np.concatenate([[0], np.cumsum(sizes)])
+    cuts = []
+    start = 0
+    while start < len(sizes):
+        # Largest end with cumulative[end] - cumulative[start] <= budget; at least one event.
+        end = int(np.searchsorted(cumulative, cumulative[start] + budget, side="right")) - 1
+        start = max(end, start + 1)
+        cuts.append(start)
+    return np.asarray(cuts[:-1], dtype=np.int64)
+
+
+@dataclass
+class BatchPlan:
+    """An epoch's batches, uploaded to the device in one copy.
+
+    Batch i holds the events ``index[starts[i]:starts[i + 1]]`` (positions in a
+    DeviceEvents); ``n_hits[i]`` and ``max_len[i]`` are the batch's total and largest
+    event size, kept on the host, so building a batch never waits for the device.
+    """
+
+    index: Tensor  # [sum of batch sizes] int64, on the data's device
+    starts: np.ndarray  # [n_batches + 1] int64
+    n_hits: np.ndarray  # [n_batches] int64
+    max_len: np.ndarray  # [n_batches] int64
+
+    @classmethod
+    def from_batches(
+        cls, batches: list[np.ndarray], sizes: np.ndarray, device: torch.device | str
+    ) -> BatchPlan:
+        """Plan ``batches`` (arrays of event positions) of events with host ``sizes``."""
+        lengths = [len(b) for b in batches]
+        flat = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        batch_of_event = np.repeat(np.arange(len(batches)), lengths)
+        event_sizes = sizes[flat]
+        n_hits = np.bincount(batch_of_event, weights=event_sizes, minlength=len(batches))
+        max_len = np.zeros(len(batches), dtype=np.int64)
+        np.maximum.at(max_len, batch_of_event, event_sizes)
+        return cls(
+            index=torch.as_tensor(flat, dtype=torch.int64).to(device),
+            starts=starts,
+            n_hits=n_hits.astype(np.int64),
+            max_len=max_len,
+        )
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def batch(self, data: DeviceEvents, i: int, packed: bool) -> Batch:
+        """Batch ``i`` of ``data``, packed or padded."""
+        index = self.index[int(self.starts[i]) : int(self.starts[i + 1])]
+        if packed:
+            return packed_batch(data, index, int(self.n_hits[i]), int(self.max_len[i]))
+        return padded_batch(data, index, int(self.max_len[i]))

@@ -15,6 +15,7 @@ from benchmarks.scoring import make_event, score_event_loop
 from evaluation.scoring import (
     efficiencies,
     efficiency_vs,
+    misassigned_hits,
     pair_table,
     particle_table,
     score_event,
@@ -230,6 +231,20 @@ def test_pair_table_counts() -> None:
     assert pairs["n_hits"].sum() == 10
 
 
+def test_misassigned_hits_by_hand() -> None:
+    particle_id = [1, 1, 1, 1, 2, 2, 2, 0, 0]
+    track_id = [5, 5, 5, 6, 5, 7, 7, 8, 7]
+    # Track 5 = 3 P1 + 1 P2 (majority P1), track 6 = 1 P1, track 7 = 2 P2 + 1 noise,
+    # track 8 = 1 noise. P1's main track is 5, P2's is 7.
+    # Hits 1-3: P1 in its main track, which P1 leads -> fine. Hit 4: P1 split off into
+    # track 6 -> misassigned. Hit 5: P2 in P1's track -> misassigned. Hits 6-7: fine.
+    # Hit 8: noise alone -> fine. Hit 9: noise inside track 7 -> misassigned.
+    expected = [False, False, False, True, True, False, False, False, True]
+    assert misassigned_hits(np.array(particle_id), np.array(track_id)).tolist() == expected
+    # Truth as the assignment (noise as singletons): nothing misassigned.
+    assert not misassigned_hits(np.array(particle_id), np.array([1] * 4 + [2] * 3 + [8, 9])).any()
+
+
 # ---------------------------------------------------------------------------------------
 # Efficiencies on a hand-built event
 # ---------------------------------------------------------------------------------------
@@ -282,6 +297,40 @@ def test_trackformers_efficiencies_by_hand() -> None:
     assert result["n_lhc_matched_particles"] == 2
     assert result["duplicate_rate"] == 0.5
     assert result["n_submitted_tracks"] == 7
+
+
+def test_trackformers_denominator_needs_min_cluster_size_hits() -> None:
+    # P1 = hits 1-4, P2 = hits 5-6 (two hits only), submitted as the truth.
+    truth = make_truth([1, 1, 1, 1, 2, 2])
+    submission = make_submission([1, 1, 1, 1, 2, 2])
+    # Clusters need >= 3 hits: P2's track is no cluster and P2 is not in the denominator.
+    result = efficiencies(truth, submission)
+    assert (result["n_particles"], result["n_particles_with_hits"]) == (1, 2)
+    assert result["perfect"] == result["double_majority"] == result["lhc"] == 1.0
+    assert result["n_tracks"] == 1
+    # With 2-hit clusters both particles count and both are found.
+    result = efficiencies(truth, submission, min_cluster_size=2)
+    assert result["n_particles"] == result["n_perfect"] == result["n_tracks"] == 2
+
+
+def test_trackformers_with_a_pt_cut_by_hand() -> None:
+    truth, submission, particles = eff_event()
+    # pT >= 0.9 keeps P1 (2 GeV), P2 (1 GeV), P4 (3 GeV); P3 (0.5 GeV) goes. All have
+    # >= 3 hits and |eta| < 4. Perfect P1 -> 1/3; DM P1, P2 -> 2/3.
+    result = efficiencies(truth, submission, particles, "trackformers", pt_min=0.9)
+    assert result["n_particles"] == 3
+    assert result["perfect"] == pytest.approx(1 / 3)
+    assert result["double_majority"] == pytest.approx(2 / 3)
+    # Clusters: T4, T5 belong to P3 (outside the cut) -> not counted. T(-1) = {15,16,19,
+    # 20} is 2 P4 + 2 noise, majority noise (ties go to the smaller id, 0): a fake that
+    # still counts. So T1, T2, T(-1): LHC T1 -> 1/3; DM T1, T2 -> fake 1/3.
+    assert result["n_tracks"] == 3
+    assert result["lhc"] == pytest.approx(1 / 3)
+    assert result["fake_rate"] == pytest.approx(1 / 3)
+    assert result["duplicate_rate"] == 0.0
+    # Without kinematics a pT cut is an error, not silently skipped.
+    with pytest.raises(ValueError, match="kinematics"):
+        efficiencies(truth, submission, None, "trackformers", pt_min=0.9)
 
 
 def test_gnn_tracking_efficiencies_by_hand() -> None:
@@ -436,12 +485,13 @@ def test_sample_trackformers_and_noise_labels(sample: dict[str, pd.DataFrame]) -
     nhits = truth.loc[truth["particle_id"] > 0, "particle_id"].value_counts()
     submission = truth_as_submission(truth)
     result = efficiencies(truth, submission, definition="trackformers")
-    # All 468 particles with hits are the denominator; the 37 with fewer than 3 hits can
-    # form no cluster, so perfect = DM = 431 / 468. Noise singletons are no clusters.
-    assert result["n_particles"] == len(nhits) == 468
-    assert result["n_perfect"] == result["n_double_majority"] == (nhits >= 3).sum() == 431
-    assert result["lhc"] == 1.0
-    assert result["fake_rate"] == 0.0
+    # 468 particles have hits; the 37 with fewer than 3 can form no cluster and are not in
+    # the denominator, so truth finds all 431 others. Noise singletons are no clusters.
+    assert result["n_particles_with_hits"] == len(nhits) == 468
+    assert result["n_particles"] == result["n_perfect"] == (nhits >= 3).sum() == 431
+    for key in ("perfect", "double_majority", "lhc"):
+        assert result[key] == 1.0
+    assert result["fake_rate"] == result["duplicate_rate"] == 0.0
     # All 829 noise hits under one label make one big noise cluster: a fake in 432.
     one_label = submission.assign(track_id=truth["particle_id"].to_numpy())
     result = efficiencies(truth, one_label, definition="trackformers")
@@ -458,6 +508,37 @@ def test_sample_trackformers_and_noise_labels(sample: dict[str, pd.DataFrame]) -
 def test_sample_efficiency_vs_pt_counts_every_particle(sample: dict[str, pd.DataFrame]) -> None:
     truth, particles = sample["truth"], sample["particles"]
     table = efficiency_vs(truth, truth_as_submission(truth), particles, "pt")
-    # Default pT bins start at 0 and end at infinity: all 468 particles are binned.
-    assert table["n_particles"].sum() == 468
-    assert table["n_double_majority"].sum() == 431
+    # Default pT bins start at 0 and end at infinity: all 431 particles with >= 3 hits
+    # (the trackformers denominator) are binned, and truth finds every one of them.
+    assert table["n_particles"].sum() == table["n_double_majority"].sum() == 431
+
+
+def test_sample_hit_table_truth_frame_carries_the_cuts(trackml_sample_dir: Path) -> None:
+    """A TrackML hit table's truth_frame (per-hit pt, eta, volume_id, layer_id) is enough."""
+    from data_processing.dataset import EventSet
+    from data_processing.trackml_data import (
+        INPUT_COLUMNS,
+        TARGET_COLUMNS,
+        SubEventConfig,
+        build_sub_events,
+        read_event,
+    )
+
+    event = read_event(trackml_sample_dir / "event000000001")
+    # One sub-event with all 468 particles that have hits and all noise: the whole event.
+    table = build_sub_events(event, SubEventConfig((468, 468), 1, keep_noise=True))
+    events = EventSet.from_table(table, INPUT_COLUMNS, TARGET_COLUMNS)
+    truth = events.truth_frame()
+    assert len(truth) == 5527 and {"pt", "eta", "volume_id", "layer_id"} <= set(truth.columns)
+    submission = truth_as_submission(truth)
+    headline = efficiencies(truth, submission, definition="gnn_tracking", pt_min=0.9)
+    assert headline["n_reconstructable"] == 61
+    assert headline["perfect"] == headline["double_majority"] == headline["lhc"] == 1.0
+    assert headline["fake_rate"] == 0.0
+    result = efficiencies(truth, submission, definition="trackformers")
+    assert result["n_particles"] == 431 and result["perfect"] == 1.0
+    # trackformers with a pT cut: particles with >= 3 hits and pT >= 0.9 GeV, |eta| < 4.
+    cut = efficiencies(truth, submission, definition="trackformers", pt_min=0.9)
+    assert 61 <= cut["n_particles"] < 431 and cut["double_majority"] == 1.0
+    binned = efficiency_vs(truth, submission, None, "eta")
+    assert binned["n_particles"].sum() == 431

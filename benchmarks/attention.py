@@ -1,0 +1,480 @@
+"""Training and inference throughput: the reference approach against our paths.
+
+The cases are those of SPEC section 8 (random events, published model sizes). Every
+number in one table comes from one run on one machine, and the ratios compare paths
+measured in that run, interleaved (repeat r of every path runs before repeat r + 1 of
+any), so a load change on a shared machine hits all paths alike.
+
+Paths:
+
+* ``reference``: the reference approach: stock ``nn.TransformerEncoder`` (post-norm,
+  dropout 0.1), every event padded to max_nr_hits with -1 and a key-padding mask, fp32,
+  random batches of the reference batch size (64, 32 or 8 events).
+* ``reference, no attn dropout``: the same with dropout 0, to show what attention-weight
+  dropout costs (on a CPU it moves SDPA off its fused kernel).
+* ``sdpa, sorted``: our model and training loop (``training.run_epoch``) on padded,
+  size-sorted batches of the reference batch size (dropout 0.1 everywhere).
+* ``flash, packed``: our model with ``attention=flash`` on packed hits batched by a hit
+  budget of (reference batch size x mean event size); bf16 autocast on CUDA, fp32 on a
+  CPU (the CPU runs the exact packed fallback; no attention-weight dropout, see
+  custom_encoder.py).
+* CUDA only: ``flash, packed, big step`` (1,024 events of average size per step) and the
+  same with ``torch.compile``.
+
+Training = forward, masked MSE, backward, Adam step (fused on CUDA) through the project's
+training loop; inference = ``evaluation.inference.predict_track_params`` (the project's
+one inference path) for our paths, a no-grad eval forward for the reference.
+
+Usage:
+    python benchmarks/attention.py --device cpu --cases small,1k:d32 --models d32,d128
+    python benchmarks/attention.py --device cuda            # every default case
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from custom_encoder import VARLEN_KERNEL_NAME
+from data_processing.dataset import (
+    BatchPlan,
+    DeviceEvents,
+    PaddedBatch,
+    batch_event_indices,
+    padded_batch,
+)
+from evaluation.inference import predict_track_params
+from model import ModelConfig, TransformerRegressor
+from training import Optimisation, masked_squared_error, maybe_compile, run_epoch
+
+HERE = Path(__file__).resolve().parent
+BIG_STEP_EVENTS = 1024  # events per step of the GPU big-step path
+SORT_WINDOW = 50  # batches per size-sorting window, as in training
+
+
+@dataclass(frozen=True)
+class Case:
+    """Event sizes of one benchmark case: uniform in [min_hits, max_hits]."""
+
+    label: str
+    min_hits: int
+    max_hits: int
+    batch: int  # the reference batch size (events)
+    hits_step: int = 1  # sizes are multiples of this (9 hits per REDVID track)
+
+    def sizes(self, n_events: int, rng: np.random.Generator) -> np.ndarray:
+        low, high = self.min_hits // self.hits_step, self.max_hits // self.hits_step
+        return rng.integers(low, high + 1, n_events) * self.hits_step
+
+
+CASES = {
+    "small": Case("10-50 tracks (90-450 hits)", 90, 450, 64, hits_step=9),
+    "100": Case("100 hits", 100, 100, 64),
+    "1k": Case("1,000 hits", 1000, 1000, 32),
+    "5k": Case("5,000 hits", 5000, 5000, 8),
+    "tml": Case("TML 200-500 (2.2k-5.5k hits)", 2200, 5500, 8),
+}
+MODELS = {
+    "d32": ModelConfig(d_model=32, n_layers=6, n_heads=4, dim_feedforward=128),
+    "d128": ModelConfig(d_model=128, n_layers=7, n_heads=4, dim_feedforward=256),
+}
+# SPEC section 8's cases and the issue's: every case with d32, the big ones with d128 too.
+DEFAULT_PAIRS = ("small:d32", "small:d128", "100:d32", "1k:d32", "5k:d32", "5k:d128", "tml:d128")
+DEFAULT_PAIRS_T = tuple(tuple(p.split(":")) for p in DEFAULT_PAIRS)
+
+
+def parse_pairs(text: str, models: str) -> list[tuple[str, str]]:
+    """``small,1k:d32`` -> [(small, each of ``models``), (1k, d32)]."""
+    pairs = []
+    for token in (t for t in text.split(",") if t):
+        case, _, model = token.partition(":")
+        for model_key in [model] if model else [m for m in models.split(",") if m]:
+            if case not in CASES or model_key not in MODELS:
+                raise SystemExit(f"unknown case/model {case}:{model_key}")
+            pairs.append((case, model_key))
+    return pairs
+
+
+def _load_average() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+class ReferenceRegressor(nn.Module):
+    """The reference approach: input Linear, stock nn.TransformerEncoder, Linear head."""
+
+    def __init__(self, config: ModelConfig, dropout: float) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(
+            config.d_model,
+            config.n_heads,
+            config.dim_feedforward,
+            dropout,
+            batch_first=True,
+        )
+        self.input_proj = nn.Linear(config.in_dim, config.d_model)
+        self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.head = nn.Linear(config.d_model, config.out_dim)
+
+    def forward(self, x: Tensor, pad_mask: Tensor) -> Tensor:
+        """x: [B, N, 3], pad_mask: [B, N] True at padding -> [B, N, 3]."""
+        return self.head(self.encoder(self.input_proj(x), src_key_padding_mask=pad_mask))
+
+
+def synthetic_events(sizes: np.ndarray, device: torch.device, seed: int = 0) -> DeviceEvents:
+    """Random normalised hits and targets for events of the given sizes."""
+    generator = torch.Generator().manual_seed(seed)
+    n_hits = int(sizes.sum())
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return DeviceEvents(
+        inputs=torch.randn(n_hits, 3, generator=generator).to(device),
+        targets=torch.randn(n_hits, 3, generator=generator).to(device),
+        loss_mask=torch.ones(n_hits, dtype=torch.bool, device=device),
+        offsets=torch.from_numpy(offsets).to(device),
+        sizes=torch.from_numpy(sizes.astype(np.int64)).to(device),
+    )
+
+
+# Given the batches to time, does the untimed preparation and returns the timed run.
+Prepare = Callable[[list[np.ndarray]], Callable[[], None]]
+
+
+@dataclass
+class Measured:
+    """One measured path: a training pass and an inference pass over given batches."""
+
+    name: str
+    train: Prepare
+    infer: Prepare
+    batches: list[np.ndarray]  # the batches this path draws from (shuffled)
+    train_rates: list[float] = field(default_factory=list)  # events/s per repeat
+    infer_rates: list[float] = field(default_factory=list)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reference_path(
+    name: str, config: ModelConfig, dropout: float, case: Case, data: DeviceEvents, sizes
+) -> Measured:
+    """Stock encoder, every event padded to max_nr_hits, fp32, random batches.
+
+    The padded batches are built before the clock starts, as if a data loader had them
+    ready, so the reference is timed on model work alone.
+    """
+    device = data.inputs.device
+    torch.manual_seed(0)
+    model = ReferenceRegressor(config, dropout).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def padded(batches: list[np.ndarray]) -> list[PaddedBatch]:
+        return [
+            padded_batch(data, torch.as_tensor(index, device=device), case.max_hits, -1.0)
+            for index in batches
+        ]
+
+    def train(batches: list[np.ndarray]) -> Callable[[], None]:
+        ready = padded(batches)
+
+        def run() -> None:
+            model.train()
+            for batch in ready:
+                sq_error, n_terms = masked_squared_error(
+                    model(batch.x, batch.layout.pad_mask), batch.y, batch.loss_mask
+                )
+                optimizer.zero_grad(set_to_none=True)
+                (sq_error / n_terms).backward()
+                optimizer.step()
+
+        return run
+
+    def infer(batches: list[np.ndarray]) -> Callable[[], None]:
+        ready = padded(batches)
+
+        @torch.no_grad()
+        def run() -> None:
+            model.eval()
+            for batch in ready:
+                model(batch.x, batch.layout.pad_mask)
+
+        return run
+
+    rng = np.random.default_rng(1)
+    batches = batch_event_indices(sizes, case.batch, True, rng, sort_window=1)
+    return Measured(name, train, infer, batches)
+
+
+def our_path(
+    name: str,
+    config: ModelConfig,
+    data: DeviceEvents,
+    sizes: np.ndarray,
+    batch: int,
+    hits_per_batch: int,
+    precision: str,
+    compile_model: bool = False,
+) -> Measured:
+    """Our model through the project's training loop and inference path.
+
+    Timed: ``training.run_epoch`` over a BatchPlan of the chosen batches (gathering
+    each batch from the device-resident events is inside the clock) and
+    ``predict_track_params`` on those events.
+    """
+    device = data.inputs.device
+    torch.manual_seed(0)
+    model = TransformerRegressor(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+    optimisation = Optimisation(optimizer, lambda step: 1e-3)
+    packed = config.attention == "flash"
+    rng = np.random.default_rng(1)
+    batches = batch_event_indices(
+        sizes, batch, True, rng, sort_window=SORT_WINDOW, hits_per_batch=hits_per_batch
+    )
+    step_model: nn.Module = model
+    if compile_model:
+        sample = BatchPlan.from_batches(batches[:1], sizes, device).batch(data, 0, packed)
+        step_model = maybe_compile(model, True, sample, precision)
+    amp_dtype = torch.bfloat16 if precision == "bf16" else None
+    # Inference batches by the same budget (a padded path: batch x mean size).
+    infer_budget = hits_per_batch or int(batch * sizes.mean())
+
+    def train(chosen: list[np.ndarray]) -> Callable[[], None]:
+        plan = BatchPlan.from_batches(chosen, sizes, device)
+        return lambda: run_epoch(step_model, data, plan, packed, optimisation, precision)
+
+    def infer(chosen: list[np.ndarray]) -> Callable[[], None]:
+        subset = _subset(data, np.concatenate(chosen), sizes)
+
+        def run() -> None:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                predict_track_params(model, subset, hits_per_batch=infer_budget)
+
+        return run
+
+    return Measured(name, train, infer, batches)
+
+
+def _subset(data: DeviceEvents, index: np.ndarray, sizes: np.ndarray) -> DeviceEvents:
+    """The events ``index`` of ``data`` as their own DeviceEvents (for inference)."""
+    sub_sizes = sizes[index]
+    offsets = np.concatenate([[0], np.cumsum(sub_sizes)]).astype(np.int64)
+    starts = data.offsets.cpu().numpy()[index]
+    rows = np.repeat(starts - offsets[:-1], sub_sizes) + np.arange(offsets[-1])
+    rows_t = torch.from_numpy(rows).to(data.inputs.device)
+    return DeviceEvents(
+        inputs=data.inputs[rows_t],
+        targets=data.targets[rows_t],
+        loss_mask=data.loss_mask[rows_t],
+        offsets=torch.from_numpy(offsets).to(data.inputs.device),
+        sizes=torch.from_numpy(sub_sizes.astype(np.int64)).to(data.inputs.device),
+    )
+
+
+def _timed(prepare: Prepare, batches: list[np.ndarray], device: torch.device) -> float:
+    run = prepare(batches)
+    _sync(device)
+    start = time.perf_counter()
+    run()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def measure(paths: list[Measured], steps: int, repeats: int, device: torch.device) -> None:
+    """Warm up every path, then time ``repeats`` interleaved rounds of ``steps`` batches.
+
+    Repeat r of a path uses its batches r*steps .. (r+1)*steps (after one warm-up
+    batch), a random sample of its shuffled batch list.
+    """
+    for path in paths:
+        warm = path.batches[:1]
+        _timed(path.train, warm, device)
+        _timed(path.infer, warm, device)
+    for r in range(repeats):
+        for path in paths:
+            chosen = [path.batches[(1 + r * steps + i) % len(path.batches)] for i in range(steps)]
+            n_events = sum(len(b) for b in chosen)
+            path.train_rates.append(n_events / _timed(path.train, chosen, device))
+            path.infer_rates.append(n_events / _timed(path.infer, chosen, device))
+            print(
+                f"  {path.name}: repeat {r}: train {path.train_rates[-1]:.1f} ev/s, "
+                f"infer {path.infer_rates[-1]:.1f} ev/s",
+                flush=True,
+            )
+
+
+def machine_description(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = (
+        f"{cpu}, {torch.get_num_threads()} torch threads; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, {platform.system()} {platform.release()}"
+    )
+    if device.type == "cuda":
+        text += f"; GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
+        text += f"; varlen kernel: {VARLEN_KERNEL_NAME}"
+    return text
+
+
+def run_case(
+    case_key: str, model_key: str, device: torch.device, args: argparse.Namespace
+) -> list[tuple[str, str, Measured, float, int]]:
+    """All paths of one (case, model); returns table rows (case, model, path, mean size,
+    events per step)."""
+    case, base = CASES[case_key], MODELS[model_key]
+    rng = np.random.default_rng(0)
+    big = device.type == "cuda"
+    n_pool = args.pool_events or max(
+        SORT_WINDOW * case.batch, 20 * BIG_STEP_EVENTS if big and case.max_hits <= 1000 else 0
+    )
+    sizes = case.sizes(n_pool, rng)
+    data = synthetic_events(sizes, device)
+    mean = float(sizes.mean())
+    budget = int(case.batch * mean)
+    fast_precision = "bf16" if device.type == "cuda" else "fp32"
+
+    def config(attention: str, dropout: float = 0.1) -> ModelConfig:
+        return ModelConfig(**{**base.to_dict(), "attention": attention, "dropout": dropout})
+
+    paths = [
+        (reference_path("reference", base, 0.1, case, data, sizes), case.batch),
+        (reference_path("reference, no attn dropout", base, 0.0, case, data, sizes), case.batch),
+        (our_path("sdpa, sorted", config("sdpa"), data, sizes, case.batch, 0, "fp32"), case.batch),
+        (
+            our_path(
+                f"flash, packed, {fast_precision}",
+                config("flash"),
+                data,
+                sizes,
+                case.batch,
+                budget,
+                fast_precision,
+            ),
+            case.batch,
+        ),
+    ]
+    if big and case.max_hits <= 1000:
+        big_budget = int(BIG_STEP_EVENTS * mean)
+        for compile_model in (False, True):
+            label = "flash, packed, bf16, big step" + (", compiled" if compile_model else "")
+            path = our_path(
+                label,
+                config("flash"),
+                data,
+                sizes,
+                BIG_STEP_EVENTS,
+                big_budget,
+                "bf16",
+                compile_model,
+            )
+            paths.append((path, BIG_STEP_EVENTS))
+    print(f"{case.label}, {model_key}: {n_pool} events in the pool, mean {mean:.0f} hits")
+    measure([p for p, _ in paths], args.steps, args.repeats, device)
+    return [(case.label, model_key, p, mean, per_step) for p, per_step in paths]
+
+
+def markdown(rows, device: torch.device, command: str, skipped: list[str], args) -> str:
+    lines = [
+        f"# Attention and training throughput ({device.type})",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Date: {datetime.date.today().isoformat()}; machine: {machine_description(device)}",
+        "",
+        f"Load average (1/5/15 min) of the machine, shared with other jobs: {args.load}.",
+        "",
+        f"Median of {args.repeats} interleaved repeats of {args.steps} step(s) each "
+        "(a random sample of each path's shuffled batches, after one warm-up batch). "
+        "'x ref' = throughput / the reference's in the same run and case.",
+        "",
+        "| case | model | path | events/step | train ev/s | train hits/s | train x ref "
+        "| infer ev/s | infer hits/s | infer x ref |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    reference: dict[tuple[str, str], tuple[float, float]] = {}
+    for case_label, model_key, path, mean, per_step in rows:
+        train = statistics.median(path.train_rates)
+        infer = statistics.median(path.infer_rates)
+        if path.name == "reference":
+            reference[(case_label, model_key)] = (train, infer)
+        ref_train, ref_infer = reference[(case_label, model_key)]
+        lines.append(
+            f"| {case_label} | {model_key} | {path.name} | {per_step} | {train:,.1f} | "
+            f"{train * mean:,.0f} | {train / ref_train:.2f} | {infer:,.1f} | "
+            f"{infer * mean:,.0f} | {infer / ref_infer:.2f} |"
+        )
+    if skipped:
+        lines += ["", "Not measured, and notes:", *[f"- {s}" for s in skipped]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--cases",
+        default="",
+        help=f"comma-separated CASE or CASE:MODEL of {list(CASES)} x {list(MODELS)} "
+        f"(default: {','.join(DEFAULT_PAIRS)})",
+    )
+    parser.add_argument("--models", default="d32,d128", help="models of a bare CASE")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps per repeat")
+    parser.add_argument("--repeats", type=int, default=0)
+    parser.add_argument("--pool_events", type=int, default=0, help="0: automatic")
+    parser.add_argument("--out", default="", help="markdown file (default by device)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the table's notes (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    device_name = args.device
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+    on_cpu = device.type == "cpu"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.steps = args.steps or (2 if on_cpu else 10)
+    args.repeats = args.repeats or (2 if on_cpu else 5)
+    pairs = parse_pairs(args.cases or ",".join(DEFAULT_PAIRS), args.models)
+    load_before = _load_average()
+    rows = []
+    for case_key, model_key in pairs:
+        rows.extend(run_case(case_key, model_key, device, args))
+    args.load = f"{load_before} before, {_load_average()} after"
+    skipped = [f"{CASES[c].label}, {m}: not run" for c, m in DEFAULT_PAIRS_T if (c, m) not in pairs]
+    skipped += args.note
+    command = "python " + shlex.join(["benchmarks/attention.py", *(argv or sys.argv[1:])])
+    out = Path(args.out) if args.out else HERE / f"results_attention_{device.type}.md"
+    out.write_text(markdown(rows, device, command, skipped, args))
+    print(out.read_text())
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Train the refiner: a TransformerRegressor on single-particle hit groups.
+
+Usage:
+    python -m refiner.training_refiner --base_model runs/base.pt --model_name runs/refiner.pt
+    python -m refiner.training_refiner --source_path data/hel.csv --data_type helical \
+        --merge_fraction 0.5 --nr_epochs 10 --embedding_size 32
+
+The group options below choose where the groups come from; every other option is the
+main training CLI's (``python training.py --help``) and goes to the one training loop
+(``training.main``) unchanged: this script only writes the group file and points
+``--data_path`` at it.
+
+Which source events: with ``--base_model``, the base checkpoint's data file, data type
+and split; ``--source_split train_val`` (default) keeps the base model's training and
+validation events, so the refiner never sees the events the base is tested on. Without
+it, ``--source_path`` (default: the main job's generated data set) split with
+``--split_seed`` and the training split fractions, which matches a base model trained on
+that file with that seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import training
+from checkpoint import load_checkpoint
+from data_processing.dataset import DATA_TYPES
+from data_processing.derived_data import EventSelection
+from refiner.dataset import (
+    GroupConfig,
+    GroupSummary,
+    build_group_file,
+    default_group_path,
+)
+
+SOURCE_SPLITS = ("train", "train_val", "all")
+
+
+@dataclass
+class RefinerDataConfig:
+    """Where the refiner's hit groups come from (printed at start)."""
+
+    base_model: str | None = None  # take data file, type and split from this checkpoint
+    source_path: str | None = None  # else this file (None: the main job's default data)
+    data_type: str | None = None  # needed with source_path unless it is the default data
+    source_split: str = "train_val"
+    split_seed: int = 0  # split seed when there is no base model
+    groups_path: str | None = None  # None: next to the source file
+    min_group_hits: int = GroupConfig.min_hits
+    merge_fraction: float = GroupConfig.merge_fraction  # see GroupConfig
+    group_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source_split not in SOURCE_SPLITS:
+            raise ValueError(f"source_split must be one of {SOURCE_SPLITS}")
+
+    def group_config(self) -> GroupConfig:
+        return GroupConfig(self.min_group_hits, self.merge_fraction, self.group_seed)
+
+
+def resolve_source(config: RefinerDataConfig) -> tuple[Path, str, EventSelection | None]:
+    """(source file, data type, which of its events; None = all) for ``config``."""
+    if config.base_model is not None:
+        data = load_checkpoint(config.base_model)["data"]
+        path, data_type = Path(config.source_path or data["path"]), data["data_type"]
+        fractions, seed = tuple(data["split_fractions"]), data["split_seed"]
+    elif config.source_path is not None:
+        if config.data_type is None:
+            raise ValueError("--source_path needs --data_type (linear, helical or trackml)")
+        path, data_type = Path(config.source_path), config.data_type
+        fractions, seed = training.SPLIT_FRACTIONS, config.split_seed
+    else:
+        default = training.TrainConfig(seed=config.split_seed)
+        path, data_type = training.ensure_data(default), default.data_type
+        fractions, seed = training.SPLIT_FRACTIONS, config.split_seed
+    if config.source_split == "all":
+        return path, data_type, None
+    parts = ("train",) if config.source_split == "train" else ("train", "val")
+    return path, data_type, EventSelection(parts, fractions, seed)
+
+
+def prepare_groups(config: RefinerDataConfig) -> tuple[GroupSummary, str]:
+    """Write the group file of ``config``; returns its summary and the data type."""
+    path, data_type, selection = resolve_source(config)
+    tag = f"{config.source_split}_m{config.merge_fraction:g}_s{config.group_seed}"
+    out = default_group_path(path, data_type, tag)
+    if config.groups_path:
+        out = Path(config.groups_path)
+    summary = build_group_file(path, data_type, out, config.group_config(), selection)
+    print(
+        f"groups: {summary.n_groups} from {summary.n_source_events} events of {path} "
+        f"({summary.n_hits} hits, {summary.n_merged_groups} merged groups with "
+        f"{summary.n_foreign_hits} foreign hits, {summary.n_dropped_particles} particles "
+        f"with < {config.min_group_hits} hits dropped) -> {summary.path}"
+    )
+    return summary, data_type
+
+
+def train_refiner(
+    data_config: RefinerDataConfig, train_argv: list[str] | None = None
+) -> training.TrainResult:
+    """Write the groups, then run the one training loop on them.
+
+    ``train_argv`` are main-training CLI options (e.g. ``["--nr_epochs", "5"]``); the data
+    path and type are set here. The refiner's test split is groups, whose TrackML score
+    says nothing, so evaluation is off unless ``--evaluate`` is given.
+    """
+    train_argv = list(train_argv or [])
+    if any(a == "--data_path" or a.startswith("--data_path=") for a in train_argv):
+        raise ValueError("the refiner's data are groups: use --source_path, not --data_path")
+    summary, data_type = prepare_groups(data_config)
+    defaults = training.TrainConfig(
+        data_path=str(summary.path),
+        data_type=data_type,
+        model_name="runs/refiner.pt",
+        evaluate=False,
+    )
+    return training.main(train_argv, defaults)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m refiner.training_refiner",
+        description=__doc__.splitlines()[0],
+        epilog="All other options are the main training CLI's (python training.py --help).",
+    )
+    parser.add_argument("--base_model", help="base checkpoint: its data file, type and split")
+    parser.add_argument("--source_path", help="data file to take particle groups from")
+    parser.add_argument("--data_type", choices=DATA_TYPES)
+    parser.add_argument("--source_split", choices=SOURCE_SPLITS, default="train_val")
+    parser.add_argument("--split_seed", type=int, default=0)
+    parser.add_argument("--groups_path", help="group file to write (default: next to source)")
+    parser.add_argument("--min_group_hits", type=int, default=RefinerDataConfig.min_group_hits)
+    parser.add_argument(
+        "--merge_fraction",
+        type=float,
+        default=RefinerDataConfig.merge_fraction,
+        help="share of groups that also get hits of another particle, so the refiner "
+        "learns impure clusters (default: %(default)s)",
+    )
+    parser.add_argument("--group_seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> training.TrainResult:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_arg_parser()
+    if "-h" in argv or "--help" in argv:
+        parser.print_help()
+        print("\nmain training options:")
+        training.main(["--help"])
+    args, train_argv = parser.parse_known_args(argv)
+    # --data_type is also a training option: the group file has the source's type.
+    data_config = RefinerDataConfig(**vars(args))
+    print("refiner data config:", json.dumps(asdict(data_config), sort_keys=True))
+    return train_refiner(data_config, train_argv)
+
+
+if __name__ == "__main__":
+    main()
