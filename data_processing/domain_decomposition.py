@@ -58,12 +58,12 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from checkpoint import load_checkpoint, model_from_checkpoint
+from checkpoint import load_checkpoint
 from data_processing.dataset import DeviceEvents, EventSet, Normaliser, load_events
 from data_processing.derived_data import EventSelection, read_source_rows, write_derived_rows
 from evaluation.clustering import ClusteringConfig, cluster_events
 from evaluation.inference import predict_track_params, reconstruct, score_reconstruction
-from evaluation.test import EvaluationConfig, clustering_for, evaluation_events
+from evaluation.test import evaluation_config_from, load_setup
 from model import TransformerRegressor
 
 TWO_PI = 2.0 * math.pi
@@ -549,23 +549,9 @@ def write_regions_for_training(config: DecompositionEvalConfig) -> dict[str, Any
 
 def evaluate_decomposition(config: DecompositionEvalConfig) -> dict[str, Any]:
     """Score the undivided events and every requested decomposition of the same events."""
-    device = torch.device(config.device)
-    base = EvaluationConfig(
-        model_name=config.model_name,
-        data_path=config.data_path,
-        data_type=config.data_type,
-        split=config.split,
-        max_events=config.max_events,
-        min_cluster_size=config.min_cluster_size,
-        min_samples=config.min_samples,
-        cluster_jobs=config.cluster_jobs,
-        batch_size=config.batch_size,
-        device=config.device,
-    )
-    state = load_checkpoint(config.model_name, device)
-    model, normaliser = model_from_checkpoint(state)
-    events = evaluation_events(state, base)
-    clustering = clustering_for(state, base)
+    setup = load_setup(evaluation_config_from(config))
+    model, normaliser, events = setup.model, setup.normaliser, setup.events
+    clustering, device = setup.clustering, setup.device
     undivided = reconstruct(model, events, normaliser, clustering, config.batch_size, device)
     results: dict[str, Any] = {
         "model_name": config.model_name,

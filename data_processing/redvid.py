@@ -58,25 +58,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from data_processing.dataset import REDVID_COLUMNS
+
 TrackType = Literal["linear", "helical"]
 
-REDVID_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "sub_detector_id",
-    "sub_detector_type",
-    "track_id",
-    "track_type",
-    "radial_const",
-    "azimuthal_const",
-    "pitch_const",
-    "radial_coeff",
-    "azimuthal_coeff",
-    "pitch_coeff",
-    "hit_id",
-    "hit_r",
-    "hit_theta",
-    "hit_z",
-)
 
 # The published track-count configurations; any "N" or "MIN-MAX" string is accepted too.
 TRACK_PRESETS: dict[str, tuple[int, int]] = {

@@ -18,7 +18,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,21 @@ def clustering_for(state: dict[str, Any], config: EvaluationConfig) -> Clusterin
         implementation=config.cluster_implementation,
         noise=config.noise,
         n_jobs=config.cluster_jobs,
+    )
+
+
+def evaluation_config_from(config: object) -> EvaluationConfig:
+    """The EvaluationConfig of another tool's config that shares its field names.
+
+    Lets refined_test and domain_decomposition reuse the one loading path with their
+    own CLI dataclasses; fields the other config lacks keep their defaults.
+    """
+    return EvaluationConfig(
+        **{
+            f.name: getattr(config, f.name)
+            for f in fields(EvaluationConfig)
+            if hasattr(config, f.name)
+        }
     )
 
 

@@ -35,7 +35,7 @@ from data_processing.dataset import EventSet, Normaliser
 from data_processing.domain_decomposition import pair_codes, regroup_events
 from evaluation.clustering import ClusteringConfig
 from evaluation.inference import reconstruct, score_reconstruction
-from evaluation.test import EvaluationConfig, clustering_for, evaluation_events
+from evaluation.test import evaluation_config_from, load_setup
 from model import TransformerRegressor
 
 
@@ -196,31 +196,16 @@ class RefinedTestConfig:
 
 def evaluate_refined(config: RefinedTestConfig) -> dict[str, Any]:
     """Score base and refined assignments of the same events; returns both metric dicts."""
-    device = torch.device(config.device)
-    base_config = EvaluationConfig(
-        model_name=config.model_name,
-        data_path=config.data_path,
-        data_type=config.data_type,
-        split=config.split,
-        max_events=config.max_events,
-        min_cluster_size=config.min_cluster_size,
-        min_samples=config.min_samples,
-        cluster_jobs=config.cluster_jobs,
-        batch_size=config.batch_size,
-        device=config.device,
-    )
-    state = load_checkpoint(config.model_name, device)
+    setup = load_setup(evaluation_config_from(config))
+    model, normaliser, events = setup.model, setup.normaliser, setup.events
+    clustering, device = setup.clustering, setup.device
     refiner_state = load_checkpoint(config.refiner_name, device)
-    base_type = config.data_type or state["data"]["data_type"]
-    if refiner_state["data"]["data_type"] != base_type:
+    if refiner_state["data"]["data_type"] != setup.data_type:
         raise ValueError(
             f"{config.refiner_name}: refiner trained on {refiner_state['data']['data_type']} "
-            f"data, but the events are {base_type}"
+            f"data, but the events are {setup.data_type}"
         )
-    model, normaliser = model_from_checkpoint(state)
     refiner, refiner_normaliser = model_from_checkpoint(refiner_state)
-    events = evaluation_events(state, base_config)
-    clustering = clustering_for(state, base_config)
     refine_config = RefineConfig(
         min_cluster_size=config.refine_min_cluster_size or clustering.min_cluster_size,
         min_samples=config.refine_min_samples or clustering.min_samples,
