@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from custom_encoder import AttentionLayout, Encoder, EncoderOptions
+from custom_encoder import AttentionLayout, Encoder, EncoderOptions, flash_kernel_available
 
 
 @dataclass
@@ -119,6 +119,22 @@ class TransformerRegressor(nn.Module):
         """
         phi = self.hit_phi(x) if self.config.attention_window > 0 else None
         return self.head(self.encoder(self.input_proj(x), layout, phi))
+
+    def packs_hits(self, device: torch.device) -> bool:
+        """Whether batches for this model on ``device`` should be packed.
+
+        Only where the flash backend's varlen kernel runs. Elsewhere attention needs a
+        padded buffer anyway, and size-sorted padded batches are as fast: on a 2-core
+        CPU the packed fallback (scatter to a padded buffer per layer) trained 7 %
+        slower than padded batches of the same events.
+        """
+        config = self.config
+        return (
+            config.attention == "flash"
+            and device.type == "cuda"
+            and config.attention_window == 0  # local attention needs the padded buffer
+            and flash_kernel_available(config.d_model // config.n_heads)
+        )
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -510,7 +510,7 @@ def _train_loop(
     train_set, val_set = events.subset(train_idx), events.subset(val_idx)
     train_data = DeviceEvents.from_events(train_set, normaliser, device)
     val_data = DeviceEvents.from_events(val_set, normaliser, device)
-    packed = model_config.attention == "flash"
+    packed = model.packs_hits(device)
     precision = effective_precision(config.precision, device)
     val_batches = batch_event_indices(
         val_set.sizes, 4 * config.batch_size, False, hits_per_batch=4 * config.hits_per_batch
@@ -655,9 +655,13 @@ def config_from_args(argv: list[str] | None, defaults: TrainConfig | None = None
 
 def main(argv: list[str] | None = None, defaults: TrainConfig | None = None) -> TrainResult:
     config = config_from_args(argv, defaults)
-    print("config:", json.dumps(asdict(config), sort_keys=True))
+    # Under torchrun every rank runs this; one of them speaks.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        print("config:", json.dumps(asdict(config), sort_keys=True))
     result = train(config)
-    print(f"finished in {result.seconds:.1f} s; checkpoint {result.checkpoint}")
+    if is_main:
+        print(f"finished in {result.seconds:.1f} s; checkpoint {result.checkpoint}")
     return result
 
 

@@ -14,9 +14,10 @@ Paths:
   dropout costs (on a CPU it moves SDPA off its fused kernel).
 * ``sdpa, sorted``: our model and training loop (``training.run_epoch``) on padded,
   size-sorted batches of the reference batch size (dropout 0.1 everywhere).
-* ``flash, packed``: our model with ``attention=flash`` on packed hits batched by a hit
-  budget of (reference batch size x mean event size); bf16 autocast on CUDA, fp32 on a
-  CPU (the CPU runs the exact packed fallback; no attention-weight dropout, see
+* ``flash, packed`` (CUDA) / ``flash, sorted`` (CPU): our model with ``attention=flash``,
+  batched by a hit budget of (reference batch size x mean event size); on CUDA packed
+  hits through the varlen kernel in bf16 autocast, on a CPU size-sorted padded batches
+  in fp32 (what the training loop picks there; no attention-weight dropout, see
   custom_encoder.py).
 * CUDA only: ``flash, packed, big step`` (1,024 events of average size per step) and the
   same with ``torch.compile``.
@@ -245,7 +246,7 @@ def our_path(
     model = TransformerRegressor(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
     optimisation = Optimisation(optimizer, lambda step: 1e-3)
-    packed = config.attention == "flash"
+    packed = model.packs_hits(device)  # as the training loop decides
     rng = np.random.default_rng(1)
     batches = batch_event_indices(
         sizes, batch, True, rng, sort_window=SORT_WINDOW, hits_per_batch=hits_per_batch
@@ -367,7 +368,7 @@ def run_case(
         (our_path("sdpa, sorted", config("sdpa"), data, sizes, case.batch, 0, "fp32"), case.batch),
         (
             our_path(
-                f"flash, packed, {fast_precision}",
+                f"flash, {'packed' if device.type == 'cuda' else 'sorted'}, {fast_precision}",
                 config("flash"),
                 data,
                 sizes,

@@ -41,8 +41,8 @@ def predict_track_params(
 
     Events are sorted by size and grouped under a hit budget, so a batch costs about
     the same whatever its events' sizes, and a huge event runs on its own. Batches are
-    packed (no padding at all) for the ``flash`` backend and padded to the batch's
-    largest event otherwise. Runs under the caller's autocast, if any.
+    packed (no padding at all) where the ``flash`` kernel runs and padded to the
+    batch's largest event otherwise. Runs under the caller's autocast, if any.
 
     Args:
         model: the regressor (switched to eval mode here).
@@ -62,8 +62,9 @@ def predict_track_params(
         sizes, batch_size, shuffle=False, sort_window=10**9, hits_per_batch=hits_per_batch
     )
     plan = BatchPlan.from_batches(batches, sizes, data.sizes.device)
-    # Any module taking (x, layout) works; only a model built for flash gets packed hits.
-    packed = getattr(getattr(model, "config", None), "attention", None) == "flash"
+    # Any module taking (x, layout) works; packed hits only where the flash kernel runs.
+    packs_hits = getattr(model, "packs_hits", None)
+    packed = packs_hits is not None and packs_hits(data.sizes.device)
     # One spare last row: padded positions have row -1 and write their junk there, so
     # both layouts scatter with one index_put and no device-to-host sync.
     out = data.targets.new_empty(len(data.targets) + 1, data.targets.shape[-1])
