@@ -38,7 +38,6 @@ import datetime
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -166,8 +165,15 @@ class Measured:
     train: Prepare
     infer: Prepare
     batches: list[np.ndarray]  # the batches this path draws from (shuffled)
-    train_rates: list[float] = field(default_factory=list)  # events/s per repeat
-    infer_rates: list[float] = field(default_factory=list)
+    # (events, hits, seconds) of every timed repeat
+    train_runs: list[tuple[int, int, float]] = field(default_factory=list)
+    infer_runs: list[tuple[int, int, float]] = field(default_factory=list)
+
+    @staticmethod
+    def rates(runs: list[tuple[int, int, float]]) -> tuple[float, float]:
+        """Pooled (events/s, hits/s): all timed events over all timed seconds."""
+        seconds = sum(r[2] for r in runs)
+        return sum(r[0] for r in runs) / seconds, sum(r[1] for r in runs) / seconds
 
 
 def _sync(device: torch.device) -> None:
@@ -300,25 +306,41 @@ def _timed(prepare: Prepare, batches: list[np.ndarray], device: torch.device) ->
     return time.perf_counter() - start
 
 
-def measure(paths: list[Measured], steps: int, repeats: int, device: torch.device) -> None:
-    """Warm up every path, then time ``repeats`` interleaved rounds of ``steps`` batches.
+def stratified(batches: list[np.ndarray], sizes: np.ndarray, steps: int, repeats: int):
+    """``repeats`` lists of ``steps`` batches that together cover the size range evenly.
 
-    Repeat r of a path uses its batches r*steps .. (r+1)*steps (after one warm-up
-    batch), a random sample of its shuffled batch list.
+    Size-sorted batches differ a lot in cost per event (small events are cheap), so a
+    few random batches would give a noisy rate. Batches are ordered by mean event size
+    and repeat r, step i takes the one at quantile (i + (r + 0.5) / repeats) / steps.
     """
+    order = np.argsort([sizes[b].mean() for b in batches], kind="stable")
+    n_timed = steps * repeats
+    return [
+        [batches[order[int((i * repeats + r + 0.5) / n_timed * len(order))]] for i in range(steps)]
+        for r in range(repeats)
+    ]
+
+
+def measure(
+    paths: list[Measured], sizes: np.ndarray, steps: int, repeats: int, device: torch.device
+) -> None:
+    """Warm up every path, then time ``repeats`` interleaved rounds of ``steps`` batches
+    (``stratified`` over the batch sizes)."""
     for path in paths:
         warm = path.batches[:1]
         _timed(path.train, warm, device)
         _timed(path.infer, warm, device)
+    samples = {path.name: stratified(path.batches, sizes, steps, repeats) for path in paths}
     for r in range(repeats):
         for path in paths:
-            chosen = [path.batches[(1 + r * steps + i) % len(path.batches)] for i in range(steps)]
+            chosen = samples[path.name][r]
             n_events = sum(len(b) for b in chosen)
-            path.train_rates.append(n_events / _timed(path.train, chosen, device))
-            path.infer_rates.append(n_events / _timed(path.infer, chosen, device))
+            n_hits = int(sum(sizes[b].sum() for b in chosen))
+            path.train_runs.append((n_events, n_hits, _timed(path.train, chosen, device)))
+            path.infer_runs.append((n_events, n_hits, _timed(path.infer, chosen, device)))
             print(
-                f"  {path.name}: repeat {r}: train {path.train_rates[-1]:.1f} ev/s, "
-                f"infer {path.infer_rates[-1]:.1f} ev/s",
+                f"  {path.name}: repeat {r}: train {n_events / path.train_runs[-1][2]:.1f} "
+                f"ev/s, infer {n_events / path.infer_runs[-1][2]:.1f} ev/s",
                 flush=True,
             )
 
@@ -344,9 +366,8 @@ def machine_description(device: torch.device) -> str:
 
 def run_case(
     case_key: str, model_key: str, device: torch.device, args: argparse.Namespace
-) -> list[tuple[str, str, Measured, float, int]]:
-    """All paths of one (case, model); returns table rows (case, model, path, mean size,
-    events per step)."""
+) -> list[tuple[str, str, Measured, int]]:
+    """All paths of one (case, model): table rows (case, model, path, events per step)."""
     case, base = CASES[case_key], MODELS[model_key]
     rng = np.random.default_rng(0)
     big = device.type == "cuda"
@@ -395,8 +416,8 @@ def run_case(
             )
             paths.append((path, BIG_STEP_EVENTS))
     print(f"{case.label}, {model_key}: {n_pool} events in the pool, mean {mean:.0f} hits")
-    measure([p for p, _ in paths], args.steps, args.repeats, device)
-    return [(case.label, model_key, p, mean, per_step) for p, per_step in paths]
+    measure([p for p, _ in paths], sizes, args.steps, args.repeats, device)
+    return [(case.label, model_key, p, per_step) for p, per_step in paths]
 
 
 def markdown(rows, device: torch.device, command: str, skipped: list[str], args) -> str:
@@ -409,25 +430,26 @@ def markdown(rows, device: torch.device, command: str, skipped: list[str], args)
         "",
         f"Load average (1/5/15 min) of the machine, shared with other jobs: {args.load}.",
         "",
-        f"Median of {args.repeats} interleaved repeats of {args.steps} step(s) each "
-        "(a random sample of each path's shuffled batches, after one warm-up batch). "
-        "'x ref' = throughput / the reference's in the same run and case.",
+        f"Rates pooled over {args.repeats} interleaved repeats of {args.steps} step(s) each "
+        "(batches stratified over the event-size range, after one warm-up batch): all "
+        "timed events (hits) over all timed seconds. 'x ref' = events/s over the "
+        "reference's in the same run and case.",
         "",
         "| case | model | path | events/step | train ev/s | train hits/s | train x ref "
         "| infer ev/s | infer hits/s | infer x ref |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     reference: dict[tuple[str, str], tuple[float, float]] = {}
-    for case_label, model_key, path, mean, per_step in rows:
-        train = statistics.median(path.train_rates)
-        infer = statistics.median(path.infer_rates)
+    for case_label, model_key, path, per_step in rows:
+        train, train_hits = Measured.rates(path.train_runs)
+        infer, infer_hits = Measured.rates(path.infer_runs)
         if path.name == "reference":
             reference[(case_label, model_key)] = (train, infer)
         ref_train, ref_infer = reference[(case_label, model_key)]
         lines.append(
             f"| {case_label} | {model_key} | {path.name} | {per_step} | {train:,.1f} | "
-            f"{train * mean:,.0f} | {train / ref_train:.2f} | {infer:,.1f} | "
-            f"{infer * mean:,.0f} | {infer / ref_infer:.2f} |"
+            f"{train_hits:,.0f} | {train / ref_train:.2f} | {infer:,.1f} | "
+            f"{infer_hits:,.0f} | {infer / ref_infer:.2f} |"
         )
     if skipped:
         lines += ["", "Not measured, and notes:", *[f"- {s}" for s in skipped]]
