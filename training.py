@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from checkpoint import load_checkpoint, save_checkpoint
-from custom_encoder import ATTENTION_BACKENDS, FEEDFORWARDS, NORM_PLACEMENTS
+from custom_encoder import ATTENTION_BACKENDS, FEEDFORWARDS, NORM_PLACEMENTS, EncoderOptions
 from data_processing.dataset import (
     DATA_TYPES,
     Batch,
@@ -133,13 +133,8 @@ class TrainConfig:
             dropout=self.dropout,
             norm_first=self.norm_first,
             attention=self.attention,
-            norm=self.norm,
-            layer_scale_init=self.layer_scale_init,
-            value_residual=self.value_residual,
-            qk_norm=self.qk_norm,
-            feedforward=self.feedforward,
-            n_registers=self.n_registers,
-            attention_window=self.attention_window,
+            # The encoder options carry the same names here and in ModelConfig.
+            **{f.name: getattr(self, f.name) for f in fields(EncoderOptions)},
             xy_mean_std=xy_mean_std,
         )
 
