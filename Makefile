@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup train test lint format clean-data
+.PHONY: setup train test lint format clean-data evaluate-models
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ train: setup
 ## Default test selection (CPU, no slow tests; gpu/requiresdata tests skip when unavailable).
 test: setup
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+## Score every shipped model (models/) on its 2,000-event test set; writes models/results.md.
+evaluate-models: setup
+	$(PY) -m evaluation.shipped_models --out models/results.md $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

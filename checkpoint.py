@@ -5,6 +5,11 @@ A checkpoint is a dict holding ``epoch``, ``model_state_dict`` (latest weights),
 ``optimizer_state_dict``, ``train_losses``, ``val_losses``, ``model_config``,
 ``normaliser``, ``train_config`` and ``data`` (path, type, split seed and fractions), so
 evaluation can rebuild the model and the test split with no repeated hyper-parameters.
+
+A shipped (inference) checkpoint, made by ``inference_checkpoint``, keeps only the best
+weights (``model_state_dict`` is the same tensors), has an empty optimizer state and
+``inference_only`` set, and may name its own test set (``test_set``: the fields of a
+``SimulationConfig``) that evaluation regenerates from its seed.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a checkpoint is for sharing
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -60,6 +66,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {missing}")
     return state
+
+
+def inference_checkpoint(
+    state: dict[str, Any], test_set: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A copy of ``state`` for shipping: best weights only, no optimizer state (about a
+    third of the size); ``test_set`` (SimulationConfig fields) is stored when given."""
+    slim = {
+        **state,
+        "model_state_dict": state["best_model_state_dict"],
+        "optimizer_state_dict": {},
+        "inference_only": True,
+    }
+    if test_set is not None:
+        slim["test_set"] = dict(test_set)
+    return slim
 
 
 def model_from_checkpoint(

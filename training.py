@@ -19,7 +19,9 @@ Learning rate and batch size: ``--lr`` is the rate for ``--batch_size`` events p
 (the reference's 1e-3 at 64 events). When a step holds k times as many events (a hit
 budget ``--hits_per_batch`` and/or several GPUs), the rate is scaled by sqrt(k)
 (``--lr_scaling sqrt``, the square-root rule for Adam), k (``linear``) or not at all
-(``none``), optionally reached by a linear warm-up over ``--warmup_epochs``.
+(``none``), optionally reached by a linear warm-up over ``--warmup_epochs`` and
+followed by a cosine decay to zero at the last epoch (``--lr_schedule cosine``).
+``--max_minutes`` ends a run after the epoch that crosses a training-time budget.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from data_processing.dataset import (
     load_events,
     split_events,
 )
+from data_processing.redvid import SimulationConfig, cached_dataset_path, ensure_dataset
 from evaluation.clustering import ClusteringConfig, published_setting
 from model import ModelConfig, TransformerRegressor
 
@@ -67,6 +70,7 @@ PRECISIONS: dict[str, torch.dtype | None] = {
     "fp16": torch.float16,
 }
 LR_SCALINGS = ("sqrt", "linear", "none")
+LR_SCHEDULES = ("constant", "cosine")
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (falls back to eager if it fails)
     lr_scaling: str = "sqrt"  # lr rule when a step holds more than batch_size events
     warmup_epochs: float = 0.0  # linear learning-rate warm-up
+    lr_schedule: str = "constant"  # constant | cosine (decay to 0 at the last epoch)
+    max_minutes: float = 0.0  # stop after the epoch that crosses this training time; 0: off
     min_cluster_size: int | None = None  # None: published setting for the data set
     min_samples: int | None = None
     cluster_jobs: int = -1
@@ -189,10 +195,19 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def simulation_config(config: TrainConfig) -> SimulationConfig:
+    """The REDVID-style simulation of the default data set of ``config``."""
+    return SimulationConfig(
+        n_events=config.n_events,
+        tracks=config.tracks,
+        track_type=config.data_type,
+        seed=config.seed,
+    )
+
+
 def default_data_path(config: TrainConfig) -> Path:
     """Where the generated default data set is cached (git-ignored ./data)."""
-    name = f"redvid_{config.data_type}_{config.tracks}_{config.n_events}ev_seed{config.seed}.csv"
-    return REPO_ROOT / "data" / name
+    return cached_dataset_path(simulation_config(config), REPO_ROOT / "data")
 
 
 def ensure_data(config: TrainConfig) -> Path:
@@ -201,19 +216,7 @@ def ensure_data(config: TrainConfig) -> Path:
         return Path(config.data_path)
     if config.data_type == "trackml":
         raise ValueError("--data_type trackml needs --data_path (see data_processing.trackml_data)")
-    path = default_data_path(config)
-    if not path.exists():
-        from data_processing.redvid import SimulationConfig, generate_dataset
-
-        print(f"generating {config.n_events} {config.data_type} events -> {path}")
-        sim = SimulationConfig(
-            n_events=config.n_events,
-            tracks=config.tracks,
-            track_type=config.data_type,
-            seed=config.seed,
-        )
-        generate_dataset(sim, path)
-    return path
+    return ensure_dataset(simulation_config(config), REPO_ROOT / "data")
 
 
 def masked_squared_error(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -320,13 +323,22 @@ def scaled_lr(config: TrainConfig, n_events_per_step: float) -> float:
     return config.lr * {"sqrt": math.sqrt(k), "linear": k, "none": 1.0}[config.lr_scaling]
 
 
-def warmup_schedule(peak_lr: float, warmup_steps: int) -> Callable[[int], float]:
-    """Linear warm-up to ``peak_lr`` over ``warmup_steps`` optimizer steps, then constant."""
+def learning_rate_schedule(
+    peak_lr: float, warmup_steps: int, total_steps: int = 0, shape: str = "constant"
+) -> Callable[[int], float]:
+    """Learning rate of optimizer step ``step``: a linear warm-up to ``peak_lr`` over
+    ``warmup_steps`` steps, then constant or (``shape="cosine"``) a half cosine from
+    ``peak_lr`` down to 0 at step ``total_steps``."""
+    if shape not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {shape!r}; use one of {LR_SCHEDULES}")
 
     def lr_at(step: int) -> float:
-        if warmup_steps <= 0:
+        if step < warmup_steps:
+            return peak_lr * (step + 1) / warmup_steps
+        if shape == "constant" or total_steps <= warmup_steps:
             return peak_lr
-        return peak_lr * min(1.0, (step + 1) / warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return lr_at
 
@@ -422,6 +434,22 @@ def validate_config(config: TrainConfig) -> None:
         raise ValueError("batch_size must be >= 1 and hits_per_batch >= 0")
 
 
+def out_of_training_time(config: TrainConfig, seconds: float) -> bool:
+    """Whether ``--max_minutes`` is used up after ``seconds`` of training.
+
+    Under DDP the ranks' clocks differ a little; rank 0 decides for all of them, so
+    every rank stops after the same epoch.
+    """
+    if config.max_minutes <= 0:
+        return False
+    flag = torch.tensor([float(seconds >= 60.0 * config.max_minutes)])
+    if dist.is_available() and dist.is_initialized():
+        backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        flag = flag.to(backend_device)
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 # Called on rank 0 after each epoch with (epoch, model, training seconds so far, val loss).
 EpochCallback = Callable[[int, TransformerRegressor, float, float], None]
 
@@ -455,8 +483,11 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None) -> TrainRe
 def _train_loop(
     config: TrainConfig, ctx: DistributedContext, on_epoch: EpochCallback | None = None
 ) -> tuple[TransformerRegressor, list[float], list[float]]:
-    """The epochs of ``train``; returns the model and the losses per epoch."""
-    started = time.perf_counter()
+    """The epochs of ``train``; returns the model and the losses per epoch.
+
+    The training clock (``--max_minutes``, the ``on_epoch`` seconds) starts once the data
+    is on the device: it counts compilation and epochs, not reading the data file.
+    """
     probe_seconds = 0.0  # time spent in on_epoch, excluded from the training clock
     device = resolve_device(config.device, ctx.local_rank)
     say = print if ctx.is_main else (lambda *args, **kwargs: None)
@@ -466,6 +497,11 @@ def _train_loop(
     if config.resume and state is None:
         say(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch")
 
+    if state is not None and state.get("inference_only"):
+        raise ValueError(
+            f"{checkpoint_path}: an inference-only (shipped) checkpoint holds no optimizer "
+            "state and cannot be resumed; train to a new --model_name"
+        )
     if state is None:
         normaliser = Normaliser.fit(events.subset(train_idx))
         model_config = config.model_config(
@@ -505,6 +541,7 @@ def _train_loop(
     train_set, val_set = events.subset(train_idx), events.subset(val_idx)
     train_data = DeviceEvents.from_events(train_set, normaliser, device)
     val_data = DeviceEvents.from_events(val_set, normaliser, device)
+    started = time.perf_counter()
     packed = model.packs_hits(device)
     precision = effective_precision(config.precision, device)
     val_batches = batch_event_indices(
@@ -516,7 +553,12 @@ def _train_loop(
     n_events_per_step = events_per_step(config, float(train_set.sizes.mean()), ctx.world_size)
     peak_lr = scaled_lr(config, n_events_per_step)
     first_batches = epoch_batches(config, train_set.sizes, 0, ctx)
-    lr_at = warmup_schedule(peak_lr, round(config.warmup_epochs * len(first_batches)))
+    lr_at = learning_rate_schedule(
+        peak_lr,
+        round(config.warmup_epochs * len(first_batches)),
+        config.nr_epochs * len(first_batches),
+        config.lr_schedule,
+    )
     say(
         f"{n_events_per_step:.0f} events per step ({'packed' if packed else 'padded'}, "
         f"{precision}), lr {peak_lr:.3g} ({config.lr_scaling} scaling from {config.lr} "
@@ -563,11 +605,14 @@ def _train_loop(
         else:
             stale_epochs += 1
         stopped = stale_epochs >= config.early_stop
+        out_of_time = out_of_training_time(config, time.perf_counter() - started - probe_seconds)
         say(
             f"epoch {epoch:3d}  train {train_losses[-1]:.5f}  val {val_losses[-1]:.5f}  "
-            f"({time.perf_counter() - tick:.1f} s){'  early stop' if stopped else ''}",
+            f"({time.perf_counter() - tick:.1f} s){'  early stop' if stopped else ''}"
+            f"{'  time limit' if out_of_time else ''}",
             flush=True,
         )
+        stopped = stopped or out_of_time
         if ctx.is_main:
             save_checkpoint(
                 {
@@ -618,6 +663,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "feedforward": FEEDFORWARDS,
     "precision": tuple(PRECISIONS),
     "lr_scaling": LR_SCALINGS,
+    "lr_schedule": LR_SCHEDULES,
 }
 OPTIONAL_INTS = ("min_cluster_size", "min_samples")
 

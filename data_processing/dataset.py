@@ -506,6 +506,9 @@ def packed_batch(
         n_hits = int(sizes.sum())
     if max_len is None:
         max_len = int(sizes.max())
+    # The kernels need only an upper bound of the longest event. Rounding it up to a
+    # power of two keeps torch.compile from specialising (recompiling) on every value.
+    max_len = 1 << max(4, (max_len - 1).bit_length())
     layout = AttentionLayout.packed(sizes, max_len, n_hits)
     # slots = event * max_len + position within the event (see AttentionLayout.packed).
     rows = data.offsets[event_index][layout.slots // max_len] + layout.slots % max_len

@@ -77,6 +77,12 @@ class ClusteringConfig:
         allow_single_cluster: let HDBSCAN return one cluster for the whole input. Off by
             default (as published); turn it on where an input may hold a single track,
             e.g. one region of a decomposed event or one refined cluster.
+        one_track_fallback: when HDBSCAN finds no cluster at all in an event of at
+            least ``min_cluster_size`` hits (every hit an outlier), call the whole event
+            one track. HDBSCAN never returns its whole input as one cluster (even with
+            ``allow_single_cluster`` it keeps outliers), so without this an event
+            holding one track scores 0 (about 5 % of the events of a 1-20-track set);
+            the fallback cannot lower any event's score, which is 0 before it.
     """
 
     min_cluster_size: int = 5
@@ -85,6 +91,7 @@ class ClusteringConfig:
     noise: str = "singleton"
     n_jobs: int = 1
     allow_single_cluster: bool = False
+    one_track_fallback: bool = True
 
     def __post_init__(self) -> None:
         if self.implementation not in IMPLEMENTATIONS:
@@ -145,6 +152,8 @@ def cluster_event(params: np.ndarray, config: ClusteringConfig) -> np.ndarray:
         labels = np.full(n_hits, -1, dtype=np.int64)
     else:
         labels = _hdbscan_labels(params, config)
+        if config.one_track_fallback and labels.max() < 0:
+            labels[:] = 0
     if config.noise == "singleton":
         outlier = labels < 0
         labels[outlier] = labels.max(initial=-1) + 1 + np.arange(int(outlier.sum()))

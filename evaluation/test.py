@@ -31,6 +31,7 @@ import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from data_processing.dataset import EventSet, Normaliser, load_events, split_events
+from data_processing.redvid import SimulationConfig, ensure_dataset
 from evaluation.clustering import (
     DEFAULT_GRID_MIN_CLUSTER_SIZE,
     DEFAULT_GRID_MIN_SAMPLES,
@@ -54,6 +55,8 @@ from evaluation.plotting import (
 from evaluation.scoring import misassigned_hits
 from model import TransformerRegressor
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 SPLITS = ("auto", "train", "val", "test", "all")
 DEFINITIONS = ("trackformers", "gnn_tracking")
 
@@ -71,6 +74,7 @@ class EvaluationConfig:
     min_samples: int | None = None
     cluster_implementation: str = "hdbscan"
     noise: str = "singleton"
+    one_track_fallback: bool = True  # an event where HDBSCAN finds no cluster is one track
     cluster_jobs: int = -1
     batch_size: int = 256
     device: str = "cpu"
@@ -102,8 +106,18 @@ def evaluation_events(state: dict[str, Any], config: EvaluationConfig) -> EventS
 
     With the checkpoint's own data file, ``split="auto"`` means its held-out test split
     (rebuilt from the stored seed and fractions); with another file, all of its events.
+    A checkpoint that names its own test set (``test_set``, shipped models) is evaluated
+    on that set, simulated from its seed into ./data if absent, unless ``data_path`` is
+    given.
     """
     data = state["data"]
+    if config.data_path is None and "test_set" in state:
+        simulation = SimulationConfig(**state["test_set"])
+        path = ensure_dataset(simulation, REPO_ROOT / "data")
+        events = load_events(path, simulation.track_type, max_nr_hits=None)
+        if config.split not in ("auto", "all"):
+            raise ValueError(f"{config.model_name}: its test set has no {config.split} split")
+        return _first_events(events, config.max_events)
     path = config.data_path or data["path"]
     data_type = config.data_type or data["data_type"]
     events = load_events(path, data_type, max_nr_hits=None)
@@ -113,9 +127,13 @@ def evaluation_events(state: dict[str, Any], config: EvaluationConfig) -> EventS
     if split != "all":
         parts = split_events(events.n_events, tuple(data["split_fractions"]), data["split_seed"])
         events = events.subset(parts[("train", "val", "test").index(split)])
-    if config.max_events is not None:
-        events = events.subset(np.arange(min(config.max_events, events.n_events)))
-    return events
+    return _first_events(events, config.max_events)
+
+
+def _first_events(events: EventSet, max_events: int | None) -> EventSet:
+    if max_events is None:
+        return events
+    return events.subset(np.arange(min(max_events, events.n_events)))
 
 
 def clustering_for(state: dict[str, Any], config: EvaluationConfig) -> ClusteringConfig:
@@ -127,6 +145,7 @@ def clustering_for(state: dict[str, Any], config: EvaluationConfig) -> Clusterin
         implementation=config.cluster_implementation,
         noise=config.noise,
         n_jobs=config.cluster_jobs,
+        one_track_fallback=config.one_track_fallback,
     )
 
 
@@ -328,6 +347,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--noise", choices=NOISE_POLICIES, default="singleton", help="HDBSCAN outliers"
     )
     parser.add_argument("--cluster_jobs", type=int, default=-1, help="-1: all cores")
+    parser.add_argument(
+        "--one_track_fallback",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="an event where HDBSCAN finds no cluster is one track (off: as published)",
+    )
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--definition", choices=DEFINITIONS, default="trackformers")

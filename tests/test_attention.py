@@ -97,7 +97,7 @@ def test_packed_layout_indices() -> None:
     sizes = [SIZES[3], SIZES[0], SIZES[1]]
     assert batch.layout.cu_seqlens.tolist() == [0, *np.cumsum(sizes).tolist()]
     assert batch.layout.cu_seqlens.dtype == torch.int32
-    assert batch.layout.max_seqlen == max(sizes)
+    assert batch.layout.max_seqlen == 16  # max(sizes) = 9, rounded up to a power of two >= 16
     assert batch.x.shape == (sum(sizes), 3)
     expected_rows = np.concatenate(
         [np.arange(s) + int(data.offsets[e]) for e, s in zip([3, 0, 1], sizes, strict=True)]
@@ -273,9 +273,22 @@ def test_learning_rate_scaling_and_warmup() -> None:
     assert training.events_per_step(
         training.TrainConfig(hits_per_batch=27_000), 270.0, 4
     ) == pytest.approx(400)
-    lr_at = training.warmup_schedule(4e-3, 10)
+    lr_at = training.learning_rate_schedule(4e-3, 10)
     assert lr_at(0) == pytest.approx(4e-4) and lr_at(9) == lr_at(100) == pytest.approx(4e-3)
-    assert training.warmup_schedule(1e-3, 0)(0) == 1e-3
+    assert training.learning_rate_schedule(1e-3, 0)(0) == 1e-3
+    cosine = training.learning_rate_schedule(4e-3, 10, 110, "cosine")
+    assert cosine(9) == pytest.approx(4e-3)  # end of the warm-up: the peak
+    assert cosine(60) == pytest.approx(2e-3)  # half way through the decay
+    assert cosine(110) == cosine(500) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="lr schedule"):
+        training.learning_rate_schedule(1e-3, 0, 10, "step")
+
+
+def test_time_limit_stops_after_the_epoch_that_crosses_it() -> None:
+    assert not training.out_of_training_time(training.TrainConfig(), 1e9)  # 0: no limit
+    limited = training.TrainConfig(max_minutes=0.5)
+    assert not training.out_of_training_time(limited, 29.0)
+    assert training.out_of_training_time(limited, 30.0)
 
 
 @pytest.fixture(scope="module")

@@ -142,8 +142,28 @@ def test_min_samples_larger_than_the_event_agrees() -> None:
     # marks every point an outlier too.
     points, _ = blobs([3, 3], seed=4)
     for impl in ("hdbscan", "sklearn"):
-        config = ClusteringConfig(2, 10, implementation=impl, noise="unassigned")
+        config = ClusteringConfig(
+            2, 10, implementation=impl, noise="unassigned", one_track_fallback=False
+        )
         assert (cluster_event(points, config) == -1).all()
+
+
+@pytest.mark.parametrize("impl", ["hdbscan", "sklearn"])
+def test_an_event_holding_one_track_becomes_one_cluster(impl: str) -> None:
+    one_track, _ = blobs([9], seed=2)
+    published = ClusteringConfig(4, 2, implementation=impl, one_track_fallback=False)
+    # HDBSCAN alone never returns the whole input as one cluster: nine singletons.
+    assert sorted(cluster_event(one_track, published).tolist()) == list(range(9))
+    retried = ClusteringConfig(4, 2, implementation=impl)
+    unassigned = ClusteringConfig(4, 2, implementation=impl, noise="unassigned")
+    assert cluster_event(one_track, unassigned).tolist() == [0] * 9
+    assert cluster_event(one_track, retried).tolist() == [0] * 9
+    # Where HDBSCAN finds clusters, the retry changes nothing.
+    two_tracks, truth = blobs([9, 9], seed=2)
+    labels = cluster_event(two_tracks, retried)
+    assert (labels == cluster_event(two_tracks, published)).all()
+    assert len(set(labels.tolist())) == 2
+    assert all(len(set(labels[truth == t].tolist())) == 1 for t in (0, 1))
 
 
 def make_events(

@@ -249,13 +249,18 @@ def test_merging_parameters_keeps_a_region_holding_a_single_track() -> None:
     events = straight_track_event({1: (1.0, -2.4), 2: (1.2, -0.8), 3: (1.4, 0.8), 4: (1.6, 2.4)})
     normaliser = Normaliser.fit(events)
     oracle = DirectionOracle(normaliser)
-    clustering = ClusteringConfig(min_cluster_size=4, min_samples=2, n_jobs=1)
+    published = ClusteringConfig(4, 2, n_jobs=1, one_track_fallback=False)
     scores = {}
     for merge in dd.MERGE_MODES:
         config = dd.DecompositionConfig.regular(phi_regions=4, overlap=0.1, merge=merge)
-        result = dd.reconstruct_by_regions(oracle, events, normaliser, clustering, config)
+        result = dd.reconstruct_by_regions(oracle, events, normaliser, published, config)
         scores[merge] = score_reconstruction(events, result.labels)["trackml_score"]
     # HDBSCAN never returns one cluster, so a one-track region is lost per region...
     assert scores["labels"] == 0.0
-    # ...while clustering the whole event's merged parameters finds all four tracks.
+    # ...unless a region where it finds none is called one track (the default).
+    config = dd.DecompositionConfig.regular(phi_regions=4, overlap=0.1, merge="labels")
+    default = ClusteringConfig(4, 2, n_jobs=1)
+    result = dd.reconstruct_by_regions(oracle, events, normaliser, default, config)
+    assert score_reconstruction(events, result.labels)["trackml_score"] == 1.0
+    # Clustering the whole event's merged parameters finds all four tracks either way.
     assert scores["params"] == 1.0

@@ -160,6 +160,7 @@ def test_training_entry_point_and_options(checkpoint: Path) -> None:
         "noise": "unassigned",
         "n_jobs": 1,
         "allow_single_cluster": False,
+        "one_track_fallback": True,
     }
     with pytest.raises(ValueError, match="kinematics"):  # REDVID has no pT
         evaluation_test.main(["--model_name", str(checkpoint), "--pt_min", "0.9"])

@@ -217,6 +217,9 @@ def test_csv_round_trip_and_chunk_independence(tmp_path: Path) -> None:
     assert list(from_file.columns) == HEADER.split(";")
     pd.testing.assert_frame_equal(from_file, in_memory, check_dtype=False, check_exact=True)
     assert from_file["event_id"].nunique() == 2100
+    # Parallel simulation writes the same bytes.
+    parallel = generate_dataset(config, tmp_path / "parallel.csv", chunk_events=1000, jobs=2)
+    assert parallel.read_bytes() == path.read_bytes()
 
     small = _simulate(n_events=3)
     out = tmp_path / "small.csv"
