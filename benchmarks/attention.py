@@ -327,11 +327,18 @@ def measure(
     paths: list[Measured], sizes: np.ndarray, steps: int, repeats: int, device: torch.device
 ) -> None:
     """Warm up every path, then time ``repeats`` interleaved rounds of ``steps`` batches
-    (``stratified`` over the batch sizes)."""
+    (``stratified`` over the batch sizes).
+
+    The warm-up runs the smallest, a middle and the largest batch, so that a compiled
+    path has met the range of shapes (and recompiled for it) before the clock starts,
+    as the training loop has after its first epoch.
+    """
     for path in paths:
-        warm = path.batches[:1]
-        _timed(path.train, warm, device)
-        _timed(path.infer, warm, device)
+        by_size = sorted(path.batches, key=lambda b: float(sizes[b].sum()))
+        warm = [by_size[0], by_size[len(by_size) // 2], by_size[-1]]
+        for batch in warm:
+            _timed(path.train, [batch], device)
+            _timed(path.infer, [batch], device)
     samples = {path.name: stratified(path.batches, sizes, steps, repeats) for path in paths}
     for r in range(repeats):
         for path in paths:
@@ -434,7 +441,8 @@ def markdown(rows, device: torch.device, command: str, skipped: list[str], args)
         f"Load average (1/5/15 min) of the machine, shared with other jobs: {args.load}.",
         "",
         f"Rates pooled over {args.repeats} interleaved repeats of {args.steps} step(s) each "
-        "(batches stratified over the event-size range, after one warm-up batch): all "
+        "(batches stratified over the event-size range, after a warm-up on the smallest, "
+        "a middle and the largest batch): all "
         "timed events (hits) over all timed seconds. 'x ref' = events/s over the "
         "reference's in the same run and case.",
         "",
