@@ -45,15 +45,16 @@ the seed and the event count, never on the chunk size used to write a file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Literal, TypeVar
+from typing import IO, Literal
 
 import numpy as np
 import pandas as pd
@@ -79,7 +80,6 @@ BARREL = "barrel"
 DISK = "disk"
 EVENTS_PER_SEED_BLOCK = 1000
 DEFAULT_CHUNK_EVENTS = 5000
-T = TypeVar("T")
 
 _TWO_PI = 2.0 * np.pi
 # Acceptance of the default configurations is ~100 %; this only guards against configs
@@ -616,11 +616,12 @@ def _write_dataset(
         with (
             os.fdopen(fd, "wb") as handle,
             tqdm(total=config.n_events, unit="ev", disable=not progress) as bar,
-            ProcessPoolExecutor(jobs) if jobs > 1 else _InlineExecutor() as pool,
+            ProcessPoolExecutor(jobs) if jobs > 1 else contextlib.nullcontext() as pool,
         ):
             handle.write(redvid_csv_bytes(_simulate_block(config, 0, 0)))  # the header
             # map() keeps the chunk order, so the file does not depend on ``jobs``.
-            chunks = pool.map(_chunk_csv, *zip(*[(config, *b) for b in bounds], strict=True))
+            parallel_map = pool.map if pool is not None else map
+            chunks = parallel_map(_chunk_csv, *zip(*[(config, *b) for b in bounds], strict=True))
             for (start, end), (text, hits, tracks, noise) in zip(bounds, chunks, strict=True):
                 handle.write(text)
                 n_hits, n_tracks, n_noise = n_hits + hits, n_tracks + tracks, n_noise + noise
@@ -631,19 +632,6 @@ def _write_dataset(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return _WriteSummary(path, config.n_events, n_hits, n_tracks, n_noise)
-
-
-class _InlineExecutor:
-    """The ``map`` of an executor, run in this process (jobs=1: no pool to start)."""
-
-    def __enter__(self) -> _InlineExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def map(self, fn: Callable[..., T], *iterables: Iterable[object]) -> Iterator[T]:
-        return map(fn, *iterables)
 
 
 def generate_dataset(
