@@ -107,16 +107,14 @@ def evaluation_events(state: dict[str, Any], config: EvaluationConfig) -> EventS
     With the checkpoint's own data file, ``split="auto"`` means its held-out test split
     (rebuilt from the stored seed and fractions); with another file, all of its events.
     A checkpoint that names its own test set (``test_set``, shipped models) is evaluated
-    on that set, simulated from its seed into ./data if absent, unless ``data_path`` is
-    given.
+    on that set, simulated from its seed into ./data if absent, unless ``data_path`` or
+    a train/val/test split (of its training file) is asked for.
     """
     data = state["data"]
-    if config.data_path is None and "test_set" in state:
+    if config.data_path is None and "test_set" in state and config.split in ("auto", "all"):
         simulation = SimulationConfig(**state["test_set"])
         path = ensure_dataset(simulation, REPO_ROOT / "data")
         events = load_events(path, simulation.track_type, max_nr_hits=None)
-        if config.split not in ("auto", "all"):
-            raise ValueError(f"{config.model_name}: its test set has no {config.split} split")
         return _first_events(events, config.max_events)
     path = config.data_path or data["path"]
     data_type = config.data_type or data["data_type"]

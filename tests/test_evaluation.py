@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -328,3 +329,26 @@ def test_score_reconstruction_of_the_truth() -> None:
     assert result["trackml_score"] == 1.0 and result["n_events"] == 2
     assert result["perfect"] == result["double_majority"] == result["lhc"] == 1.0
     assert result["n_particles"] == 3 and result["fake_rate"] == 0.0
+
+
+def test_a_shipped_checkpoint_is_scored_on_the_test_set_it_names(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from checkpoint import inference_checkpoint, load_checkpoint, save_checkpoint
+
+    monkeypatch.setattr(evaluation_test, "REPO_ROOT", tmp_path)  # test sets go to tmp
+    state = load_checkpoint(checkpoint)
+    test_set = {"n_events": 30, "tracks": "3", "track_type": "linear", "seed": 11}
+    shipped = tmp_path / "shipped.pt"
+    save_checkpoint(inference_checkpoint(state, test_set), shipped)
+    metrics = evaluation_test.main(["--model_name", str(shipped), "--cluster_jobs", "1"])
+    assert metrics["n_events"] == 30  # the named set, not the training file's 45-event split
+    assert (tmp_path / "data" / "redvid_linear_3_30ev_seed11.csv").exists()
+    # The training file's splits stay reachable (grid search tunes on its val split).
+    config = evaluation_test.EvaluationConfig(model_name=str(shipped), split="val")
+    val = evaluation_test.evaluation_events(load_checkpoint(shipped), config)
+    assert val.n_events == 45
+    # Shipped checkpoints hold no optimizer state: resuming one is refused clearly.
+    resume = _tiny_config(Path(state["data"]["path"]), shipped, "linear", epochs=3)
+    with pytest.raises(ValueError, match="inference-only"):
+        training.train(replace(resume, resume=True))
