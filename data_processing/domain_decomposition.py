@@ -63,7 +63,7 @@ from data_processing.dataset import DeviceEvents, EventSet, Normaliser, load_eve
 from data_processing.derived_data import EventSelection, read_source_rows, write_derived_rows
 from evaluation.clustering import ClusteringConfig, cluster_events
 from evaluation.inference import predict_track_params, reconstruct, score_reconstruction
-from evaluation.test import evaluation_config_from, load_setup
+from evaluation.test import evaluation_config_from, load_setup, write_json
 from model import TransformerRegressor
 
 TWO_PI = 2.0 * math.pi
@@ -574,8 +574,7 @@ def evaluate_decomposition(config: DecompositionEvalConfig) -> dict[str, Any]:
             }
         )
     if config.output:
-        Path(config.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.output).write_text(json.dumps(results, indent=2, sort_keys=True))
+        write_json(results, config.output)
     return results
 
 

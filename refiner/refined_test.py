@@ -24,7 +24,6 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,7 @@ from data_processing.dataset import EventSet, Normaliser
 from data_processing.domain_decomposition import pair_codes, regroup_events
 from evaluation.clustering import ClusteringConfig
 from evaluation.inference import reconstruct, score_reconstruction
-from evaluation.test import evaluation_config_from, load_setup
+from evaluation.test import evaluation_config_from, load_setup, write_json
 from model import TransformerRegressor
 
 
@@ -231,8 +230,7 @@ def evaluate_refined(config: RefinedTestConfig) -> dict[str, Any]:
         "clusters_split": refined.n_split,
     }
     if config.output:
-        Path(config.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.output).write_text(json.dumps(results, indent=2, sort_keys=True))
+        write_json(results, config.output)
     return results
 
 
