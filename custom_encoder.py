@@ -8,10 +8,11 @@ state dict trained with one backend loads into any other:
 * ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` with a key-padding mask.
 * ``flash``: FlashAttention's variable-length kernel on *packed* hits (no padding at
   all): ``flash_attn.flash_attn_varlen_func`` when the flash-attn package imports, else
-  torch's own ``torch.nn.attention.varlen.varlen_attn``. The kernel runs in bf16/fp16 on
-  CUDA (fp32 activations are cast to bf16 for it). Where it cannot run (no CUDA, no
-  kernel, head size not a multiple of 8) the layer uses the exact fallback below and the
-  model says so in one log line when it is built.
+  torch's own ``torch.nn.attention.varlen.varlen_attn``; or, chosen by
+  ``ModelConfig.flash_kernel = "cudnn"``, cuDNN's fused attention on the same packed
+  hits. The kernel runs in bf16/fp16 on CUDA (fp32 activations are cast to bf16 for it).
+  Where it cannot run (no CUDA, no kernel, head size not a multiple of 8) the layer uses
+  the exact fallback below and the model says so in one log line when it is built.
 
 Two memory layouts, described by ``AttentionLayout``; every backend accepts both:
 
@@ -68,9 +69,37 @@ log = logging.getLogger(__name__)
 # q, k, v [T, H, Dh] (same half dtype, CUDA), cu_seqlens [B+1] int32, max_seqlen -> [T, H, Dh]
 VarlenKernel = Callable[[Tensor, Tensor, Tensor, Tensor, int], Tensor]
 
+# Choices of the variable-length kernel behind the ``flash`` backend (``ModelConfig.
+# flash_kernel``): ``auto`` = the flash-attn package if it imports, else torch's own
+# varlen_attn (FlashAttention-2 kernels); ``cudnn`` = cuDNN's fused attention on the same
+# packed hits (through torch's nested-jagged SDPA), an alternative for Hopper GPUs.
+FLASH_KERNELS = ("auto", "flash_attn", "torch", "cudnn")
 
-def _find_varlen_kernel() -> tuple[str, VarlenKernel | None]:
-    """The variable-length FlashAttention kernel to use: flash-attn, else torch's."""
+
+def nested_sdpa(
+    q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int, backends: list
+) -> Tensor:
+    """Attention within each event of packed hits via torch's nested-jagged SDPA.
+
+    q, k, v: [T, H, Dh]; cu_seqlens [B + 1] event boundaries; ``backends``: the
+    ``torch.nn.attention.SDPBackend`` values SDPA may pick from. Returns [T, H, Dh].
+    ``max_seqlen`` is handed to the nested tensors so that nothing waits for the device.
+    """
+    from torch.nn.attention import sdpa_kernel
+
+    def nested(t: Tensor) -> Tensor:  # [T, H, Dh] -> [B, H, ragged, Dh]
+        # One offsets tensor for q, k and v: they share one ragged dimension.
+        jagged = torch.nested.nested_tensor_from_jagged(t, cu_seqlens, max_seqlen=max_seqlen)
+        return jagged.transpose(1, 2)
+
+    with sdpa_kernel(backends):
+        out = F.scaled_dot_product_attention(nested(q), nested(k), nested(v))
+    return out.transpose(1, 2).values()
+
+
+def _find_varlen_kernels() -> dict[str, tuple[str, VarlenKernel]]:
+    """Every variable-length kernel that imports here: choice -> (description, kernel)."""
+    kernels: dict[str, tuple[str, VarlenKernel]] = {}
     try:
         from flash_attn import flash_attn_varlen_func
     except (ImportError, OSError):  # not installed, or built against another torch/CUDA
@@ -81,27 +110,42 @@ def _find_varlen_kernel() -> tuple[str, VarlenKernel | None]:
             # dropout 0 like torch's kernel, so both flash kernels train the same model.
             return flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, dropout_p=0.0)
 
-        return "flash_attn.flash_attn_varlen_func", flash_attn_kernel
+        kernels["flash_attn"] = ("flash_attn.flash_attn_varlen_func", flash_attn_kernel)
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:  # torch < 2.10
-        return "none", None
+        pass
+    else:
 
-    def torch_kernel(q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_len: int) -> Tensor:
-        # Positional arguments only: the keyword set of varlen_attn changed in 2.10-2.13.
-        return varlen_attn(q, k, v, cu, cu, max_len, max_len)
+        def torch_kernel(q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_len: int) -> Tensor:
+            # Positional arguments only: the keyword set of varlen_attn changed in 2.10-2.13.
+            return varlen_attn(q, k, v, cu, cu, max_len, max_len)
 
-    return "torch.nn.attention.varlen.varlen_attn", torch_kernel
+        kernels["torch"] = ("torch.nn.attention.varlen.varlen_attn", torch_kernel)
+    from torch.nn.attention import SDPBackend
+
+    has_nested = hasattr(torch.nested, "nested_tensor_from_jagged")
+    if has_nested and hasattr(SDPBackend, "CUDNN_ATTENTION"):
+
+        def cudnn_kernel(q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_len: int) -> Tensor:
+            return nested_sdpa(q, k, v, cu, max_len, [SDPBackend.CUDNN_ATTENTION])
+
+        kernels["cudnn"] = ("cuDNN attention (nested-jagged SDPA)", cudnn_kernel)
+    auto = kernels.get("flash_attn") or kernels.get("torch")
+    if auto is not None:
+        kernels["auto"] = auto
+    return kernels
 
 
 # Resolved once at import; read-only afterwards.
-VARLEN_KERNEL_NAME, _VARLEN_KERNEL = _find_varlen_kernel()
+VARLEN_KERNELS = _find_varlen_kernels()
+VARLEN_KERNEL_NAME = VARLEN_KERNELS["auto"][0] if "auto" in VARLEN_KERNELS else "none"
 
 
-def flash_kernel_available(head_dim: int) -> bool:
-    """Whether the ``flash`` backend can use a varlen kernel for this head size here."""
+def flash_kernel_available(head_dim: int, kernel: str = "auto") -> bool:
+    """Whether the ``flash`` backend can use varlen kernel ``kernel`` for this head size."""
     return (
-        _VARLEN_KERNEL is not None
+        kernel in VARLEN_KERNELS
         and torch.cuda.is_available()
         and head_dim % FLASH_HEAD_DIM_MULTIPLE == 0
     )
@@ -263,6 +307,7 @@ class MultiHeadSelfAttention(nn.Module):
         qk_norm: LayerNorm over the head dimension of queries and keys.
         mix_values: learn a mixing weight of this layer's values with the first layer's
             (value residual; False for the first layer itself).
+        flash_kernel: which varlen kernel ``flash`` uses (one of ``FLASH_KERNELS``).
     """
 
     def __init__(
@@ -273,6 +318,7 @@ class MultiHeadSelfAttention(nn.Module):
         backend: str,
         qk_norm: bool = False,
         mix_values: bool = False,
+        flash_kernel: str = "auto",
     ) -> None:
         super().__init__()
         if d_model % n_heads != 0:
@@ -283,12 +329,12 @@ class MultiHeadSelfAttention(nn.Module):
         self.head_dim = d_model // n_heads
         self.dropout = 0.0 if backend == "flash" else dropout
         self.backend = backend
+        if flash_kernel not in FLASH_KERNELS:
+            raise ValueError(f"unknown flash kernel {flash_kernel!r}; use {FLASH_KERNELS}")
         # The kernel is used whenever the activations are on CUDA (checked per call).
-        self.use_varlen_kernel = (
-            backend == "flash"
-            and _VARLEN_KERNEL is not None
-            and self.head_dim % FLASH_HEAD_DIM_MULTIPLE == 0
-        )
+        self.varlen_kernel: VarlenKernel | None = None
+        if backend == "flash" and self.head_dim % FLASH_HEAD_DIM_MULTIPLE == 0:
+            self.varlen_kernel = VARLEN_KERNELS.get(flash_kernel, (None, None))[1]
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         # Shared by all heads, as in ViT-22B; None (no parameters) when off.
@@ -319,7 +365,7 @@ class MultiHeadSelfAttention(nn.Module):
         # the caller's dtype.
         kernel_dtype = qkv.dtype if qkv.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
         q, k, v = (t.to(kernel_dtype).contiguous() for t in (q, k, v))
-        out = _VARLEN_KERNEL(q, k, v, layout.cu_seqlens, layout.max_seqlen)
+        out = self.varlen_kernel(q, k, v, layout.cu_seqlens, layout.max_seqlen)
         return out.reshape(len(qkv), -1).to(qkv.dtype)
 
     def _packed_fallback(self, qkv: Tensor, layout: AttentionLayout) -> Tensor:
@@ -350,7 +396,7 @@ class MultiHeadSelfAttention(nn.Module):
             qkv = torch.cat([q, k, v], dim=-1)
         if not layout.is_packed:
             out = self._padded(qkv, layout.pad_mask, layout.attn_mask)
-        elif self.use_varlen_kernel and qkv.is_cuda and layout.attn_mask is None:
+        elif self.varlen_kernel is not None and qkv.is_cuda and layout.attn_mask is None:
             out = self._packed_kernel(qkv, layout)
         else:
             out = self._packed_fallback(qkv, layout)
@@ -374,6 +420,7 @@ class EncoderLayer(nn.Module):
     Args:
         first: this is the stack's first layer (it has no value-residual weight: its
             values are the ones the other layers mix in).
+        flash_kernel: the varlen kernel of the ``flash`` backend (``FLASH_KERNELS``).
     """
 
     def __init__(
@@ -385,6 +432,7 @@ class EncoderLayer(nn.Module):
         backend: str,
         options: EncoderOptions | None = None,
         first: bool = False,
+        flash_kernel: str = "auto",
     ) -> None:
         super().__init__()
         options = options or EncoderOptions()
@@ -398,6 +446,7 @@ class EncoderLayer(nn.Module):
             backend,
             qk_norm=options.uses_qk_norm,
             mix_values=options.value_residual and not first,
+            flash_kernel=flash_kernel,
         )
         hidden = swiglu_hidden(dim_feedforward) if self.swiglu else dim_feedforward
         self.linear1 = nn.Linear(d_model, 2 * hidden if self.swiglu else hidden)
@@ -490,12 +539,20 @@ class Encoder(nn.Module):
         dropout: float,
         backend: str,
         options: EncoderOptions | None = None,
+        flash_kernel: str = "auto",
     ) -> None:
         super().__init__()
         self.options = options or EncoderOptions()
         self.layers = nn.ModuleList(
             EncoderLayer(
-                d_model, n_heads, dim_feedforward, dropout, backend, self.options, first=i == 0
+                d_model,
+                n_heads,
+                dim_feedforward,
+                dropout,
+                backend,
+                self.options,
+                first=i == 0,
+                flash_kernel=flash_kernel,
             )
             for i in range(n_layers)
         )
@@ -506,10 +563,10 @@ class Encoder(nn.Module):
         self.registers = (
             nn.Parameter(0.02 * torch.randn(n_registers, d_model)) if n_registers else None
         )
-        if backend == "flash" and not flash_kernel_available(d_model // n_heads):
+        if backend == "flash" and not flash_kernel_available(d_model // n_heads, flash_kernel):
             log.warning(
                 "flash attention: %s; using exact SDPA instead (padded batches)",
-                _why_no_flash_kernel(d_model // n_heads),
+                _why_no_flash_kernel(d_model // n_heads, flash_kernel),
             )
         if backend == "flash" and self.options.attention_window > 0:
             log.warning(
@@ -581,9 +638,12 @@ class Encoder(nn.Module):
         return x[:, self.options.n_registers :] if hit_rows is None else x[hit_rows]
 
 
-def _why_no_flash_kernel(head_dim: int) -> str:
-    if _VARLEN_KERNEL is None:
-        return f"no varlen kernel in torch {torch.__version__} and no flash-attn package"
+def _why_no_flash_kernel(head_dim: int, kernel: str) -> str:
+    if kernel not in VARLEN_KERNELS:
+        what = "no varlen kernel" if kernel == "auto" else f"no {kernel} varlen kernel"
+        return f"{what} in torch {torch.__version__}" + (
+            " and no flash-attn package" if kernel in ("auto", "flash_attn") else ""
+        )
     if not torch.cuda.is_available():
         return "no CUDA device"
     return f"head size {head_dim} is not a multiple of {FLASH_HEAD_DIM_MULTIPLE}"

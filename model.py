@@ -14,7 +14,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from custom_encoder import AttentionLayout, Encoder, EncoderOptions, flash_kernel_available
+from custom_encoder import (
+    FLASH_KERNELS,
+    AttentionLayout,
+    Encoder,
+    EncoderOptions,
+    flash_kernel_available,
+)
 
 
 @dataclass
@@ -36,6 +42,7 @@ class ModelConfig:
     dropout: float = 0.1
     norm_first: bool = False
     attention: str = "sdpa"  # run-time choice: any backend loads any backend's weights
+    flash_kernel: str = "auto"  # run-time choice of the flash backend's varlen kernel
     norm: str = "post"  # post | pre | hybrid
     layer_scale_init: float = 0.0  # 0: no LayerScale
     value_residual: bool = False
@@ -54,6 +61,8 @@ class ModelConfig:
         self.norm_first = self.norm == "pre"
         self.xy_mean_std = tuple(float(v) for v in self.xy_mean_std)
         self.encoder_options()  # validates the option values
+        if self.flash_kernel not in FLASH_KERNELS:
+            raise ValueError(f"unknown flash_kernel {self.flash_kernel!r}; use {FLASH_KERNELS}")
 
     def encoder_options(self) -> EncoderOptions:
         return EncoderOptions(
@@ -97,6 +106,7 @@ class TransformerRegressor(nn.Module):
             dropout=config.dropout,
             backend=config.attention,
             options=config.encoder_options(),
+            flash_kernel=config.flash_kernel,
         )
         self.head = nn.Linear(config.d_model, config.out_dim)
 
@@ -133,7 +143,7 @@ class TransformerRegressor(nn.Module):
             config.attention == "flash"
             and device.type == "cuda"
             and config.attention_window == 0  # local attention needs the padded buffer
-            and flash_kernel_available(config.d_model // config.n_heads)
+            and flash_kernel_available(config.d_model // config.n_heads, config.flash_kernel)
         )
 
     def n_parameters(self) -> int:

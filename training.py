@@ -45,7 +45,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from checkpoint import load_checkpoint, save_checkpoint
-from custom_encoder import ATTENTION_BACKENDS, FEEDFORWARDS, NORM_PLACEMENTS, EncoderOptions
+from custom_encoder import (
+    ATTENTION_BACKENDS,
+    FEEDFORWARDS,
+    FLASH_KERNELS,
+    NORM_PLACEMENTS,
+    EncoderOptions,
+)
 from data_processing.dataset import (
     DATA_TYPES,
     Batch,
@@ -102,6 +108,7 @@ class TrainConfig:
     dropout: float = 0.1
     norm_first: bool = False  # same as --norm pre (kept for older scripts)
     attention: str = "sdpa"  # math | sdpa (padded batches) | flash (packed hits)
+    flash_kernel: str = "auto"  # flash's varlen kernel: auto | flash_attn | torch | cudnn
     # Encoder variants (custom_encoder.EncoderOptions); the defaults are the published model.
     norm: str = "post"  # post | pre | hybrid (QK-norm + post-norm feed-forward)
     layer_scale_init: float = 0.0  # LayerScale init value; 0: off
@@ -139,6 +146,7 @@ class TrainConfig:
             dropout=self.dropout,
             norm_first=self.norm_first,
             attention=self.attention,
+            flash_kernel=self.flash_kernel,
             # The encoder options carry the same names here and in ModelConfig.
             **{f.name: getattr(self, f.name) for f in fields(EncoderOptions)},
             xy_mean_std=xy_mean_std,
@@ -509,9 +517,14 @@ def _train_loop(
         )
     else:
         normaliser = Normaliser.from_dict(state["normaliser"])
-        # The attention backend is a run-time choice: a resumed run may switch it.
+        # The attention backend and kernel are run-time choices: a resumed run may
+        # switch them.
         model_config = ModelConfig.from_dict(
-            {**state["model_config"], "attention": config.attention}
+            {
+                **state["model_config"],
+                "attention": config.attention,
+                "flash_kernel": config.flash_kernel,
+            }
         )
     torch.manual_seed(config.seed)
     model = TransformerRegressor(model_config).to(device)
@@ -659,6 +672,7 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict[str,
 CHOICES: dict[str, tuple[str, ...]] = {
     "data_type": DATA_TYPES,
     "attention": ATTENTION_BACKENDS,
+    "flash_kernel": FLASH_KERNELS,
     "norm": NORM_PLACEMENTS,
     "feedforward": FEEDFORWARDS,
     "precision": tuple(PRECISIONS),

@@ -20,7 +20,9 @@ Paths:
   in fp32 (what the training loop picks there; no attention-weight dropout, see
   custom_encoder.py).
 * CUDA only: ``flash, packed, big step`` (a budget of 276,480 hits per step: 1,024
-  events of the 10-50-track case, 55 of 5,000 hits) and the same with ``torch.compile``.
+  events of the 10-50-track case, 55 of 5,000 hits) and the same with ``torch.compile``;
+  and, for every other varlen kernel named by ``--flash_kernels`` (default ``cudnn``:
+  cuDNN's fused attention on the packed hits), the eager big step with that kernel.
 
 Training = forward, masked MSE, backward, Adam step (fused on CUDA) through the project's
 training loop; inference = ``evaluation.inference.predict_track_params`` (the project's
@@ -52,7 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from custom_encoder import VARLEN_KERNEL_NAME
+from custom_encoder import FLASH_KERNELS, VARLEN_KERNEL_NAME
 from data_processing.dataset import (
     BatchPlan,
     DeviceEvents,
@@ -325,20 +327,27 @@ def stratified(batches: list[np.ndarray], sizes: np.ndarray, steps: int, repeats
 
 def measure(
     paths: list[Measured], sizes: np.ndarray, steps: int, repeats: int, device: torch.device
-) -> None:
+) -> list[str]:
     """Warm up every path, then time ``repeats`` interleaved rounds of ``steps`` batches
     (``stratified`` over the batch sizes).
 
     The warm-up runs the smallest, a middle and the largest batch, so that a compiled
     path has met the range of shapes (and recompiled for it) before the clock starts,
-    as the training loop has after its first epoch.
+    as the training loop has after its first epoch. A path that fails in its warm-up
+    is left out (removed from ``paths``); the returned lines say which and why.
     """
-    for path in paths:
+    failed = []
+    for path in list(paths):
         by_size = sorted(path.batches, key=lambda b: float(sizes[b].sum()))
         warm = [by_size[0], by_size[len(by_size) // 2], by_size[-1]]
-        for batch in warm:
-            _timed(path.train, [batch], device)
-            _timed(path.infer, [batch], device)
+        try:
+            for batch in warm:
+                _timed(path.train, [batch], device)
+                _timed(path.infer, [batch], device)
+        except Exception as err:  # e.g. a kernel that refuses these inputs
+            traceback.print_exc()
+            paths[:] = [other for other in paths if other is not path]
+            failed.append(f"{path.name}: FAILED ({type(err).__name__}: {str(err)[:160]})")
     samples = {path.name: stratified(path.batches, sizes, steps, repeats) for path in paths}
     for r in range(repeats):
         for path in paths:
@@ -352,6 +361,7 @@ def measure(
                 f"ev/s, infer {n_events / path.infer_runs[-1][2]:.1f} ev/s",
                 flush=True,
             )
+    return failed
 
 
 def machine_description(device: torch.device) -> str:
@@ -375,8 +385,9 @@ def machine_description(device: torch.device) -> str:
 
 def run_case(
     case_key: str, model_key: str, device: torch.device, args: argparse.Namespace
-) -> list[tuple[str, str, Measured, int]]:
-    """All paths of one (case, model): table rows (case, model, path, events per step)."""
+) -> tuple[list[tuple[str, str, Measured, int]], list[str]]:
+    """All paths of one (case, model): table rows (case, model, path, events per step)
+    and a note for every path that failed."""
     case, base = CASES[case_key], MODELS[model_key]
     rng = np.random.default_rng(0)
     big = device.type == "cuda"
@@ -390,8 +401,15 @@ def run_case(
     budget = int(case.batch * mean)
     fast_precision = "bf16" if device.type == "cuda" else "fp32"
 
-    def config(attention: str, dropout: float = 0.1) -> ModelConfig:
-        return ModelConfig(**{**base.to_dict(), "attention": attention, "dropout": dropout})
+    def config(attention: str, dropout: float = 0.1, flash_kernel: str = "auto") -> ModelConfig:
+        return ModelConfig(
+            **{
+                **base.to_dict(),
+                "attention": attention,
+                "dropout": dropout,
+                "flash_kernel": flash_kernel,
+            }
+        )
 
     paths = [
         (reference_path("reference", base, 0.1, case, data, sizes), case.batch),
@@ -425,9 +443,23 @@ def run_case(
                 compile_model,
             )
             paths.append((path, big_step_events))
+        for kernel in (k for k in args.flash_kernels.split(",") if k and k != "auto"):
+            path = our_path(
+                f"flash, packed, bf16, big step, {kernel} kernel",
+                config("flash", flash_kernel=kernel),
+                data,
+                sizes,
+                big_step_events,
+                BIG_STEP_HITS,
+                "bf16",
+            )
+            paths.append((path, big_step_events))
     print(f"{case.label}, {model_key}: {n_pool} events in the pool, mean {mean:.0f} hits")
-    measure([p for p, _ in paths], sizes, args.steps, args.repeats, device)
-    return [(case.label, model_key, p, per_step) for p, per_step in paths]
+    measured = [p for p, _ in paths]
+    failed = measure(measured, sizes, args.steps, args.repeats, device)
+    kept = {id(p) for p in measured}
+    rows = [(case.label, model_key, p, per_step) for p, per_step in paths if id(p) in kept]
+    return rows, [f"{case.label}, {model_key}, {line}" for line in failed]
 
 
 def markdown(rows, device: torch.device, command: str, skipped: list[str], args) -> str:
@@ -483,6 +515,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", default="", help="markdown file (default by device)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument(
+        "--flash_kernels",
+        default="auto,cudnn",
+        help=f"CUDA: varlen kernels of {list(FLASH_KERNELS)}; each one other than auto adds "
+        "an eager big-step row",
+    )
+    parser.add_argument(
         "--note", action="append", default=[], help="a line for the table's notes (repeatable)"
     )
     args = parser.parse_args(argv)
@@ -501,7 +539,9 @@ def main(argv: list[str] | None = None) -> Path:
     failed = []
     for case_key, model_key in pairs:
         try:
-            rows.extend(run_case(case_key, model_key, device, args))
+            case_rows, case_failures = run_case(case_key, model_key, device, args)
+            rows.extend(case_rows)
+            failed.extend(case_failures)
         except Exception as err:  # one failing case must not lose the others' timings
             traceback.print_exc()
             failed.append(f"{CASES[case_key].label}, {model_key}: FAILED ({err!r:.200})")

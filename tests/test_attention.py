@@ -15,7 +15,12 @@ import torch
 
 import training
 from checkpoint import load_checkpoint, model_from_checkpoint
-from custom_encoder import ATTENTION_BACKENDS, AttentionLayout, flash_kernel_available
+from custom_encoder import (
+    ATTENTION_BACKENDS,
+    AttentionLayout,
+    flash_kernel_available,
+    nested_sdpa,
+)
 from data_processing.dataset import (
     BatchPlan,
     DeviceEvents,
@@ -47,9 +52,13 @@ def _model(attention: str, norm_first: bool = False, **overrides) -> Transformer
     return TransformerRegressor(config).eval()
 
 
-def _same_weights(attention: str, reference: TransformerRegressor) -> TransformerRegressor:
+def _same_weights(
+    attention: str, reference: TransformerRegressor, flash_kernel: str = "auto"
+) -> TransformerRegressor:
     model = TransformerRegressor(
-        ModelConfig(**{**reference.config.to_dict(), "attention": attention})
+        ModelConfig(
+            **{**reference.config.to_dict(), "attention": attention, "flash_kernel": flash_kernel}
+        )
     )
     model.load_state_dict(reference.state_dict())
     return model.train(reference.training)
@@ -194,6 +203,48 @@ def test_flash_without_kernel_says_so_once(caplog: pytest.LogCaptureFixture) -> 
         _model("flash")
     notices = [r for r in caplog.records if "flash attention" in r.getMessage()]
     assert len(notices) == 1 and "\n" not in notices[0].getMessage()
+
+
+def test_nested_sdpa_is_attention_within_each_event() -> None:
+    """The wrapper behind the cuDNN kernel, run here with the math backend: packed hits
+    in, the same values and gradients out as attention over each event alone."""
+    from torch.nn.attention import SDPBackend
+
+    generator = torch.Generator().manual_seed(0)
+    sizes = [5, 9, 1, 3]
+    cu_seqlens = torch.tensor([0, *np.cumsum(sizes).tolist()], dtype=torch.int32)
+    q, k, v = (
+        torch.randn(sum(sizes), 2, 8, generator=generator, requires_grad=True) for _ in range(3)
+    )
+    out = nested_sdpa(q, k, v, cu_seqlens, max(sizes), [SDPBackend.MATH])
+    assert out.shape == q.shape
+    expected = []
+    for start, end in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist(), strict=True):
+        heads_first = [t[start:end].transpose(0, 1) for t in (q, k, v)]  # [H, n, Dh]
+        scores = heads_first[0] @ heads_first[1].transpose(1, 2) / 8**0.5
+        expected.append((scores.softmax(-1) @ heads_first[2]).transpose(0, 1))
+    expected = torch.cat(expected)
+    torch.testing.assert_close(out, expected, **TOL)
+    weights = torch.randn(out.shape, generator=generator)
+    grads = torch.autograd.grad((out * weights).sum(), (q, k, v))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (q, k, v))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+def test_flash_kernel_choice_is_checked_and_loads_the_same_weights() -> None:
+    with pytest.raises(ValueError, match="flash_kernel"):
+        ModelConfig(attention="flash", flash_kernel="fa9")
+    reference = _model("math")
+    data = _events(SIZES)
+    expected = _predict(reference, data, packed=False)
+    for kernel in ("auto", "cudnn"):
+        model = _same_weights("flash", reference, flash_kernel=kernel)
+        # Without CUDA every kernel choice runs the exact fallback.
+        torch.testing.assert_close(_predict(model, data, packed=True), expected, **TOL)
+    assert training.config_from_args(["--flash_kernel", "cudnn"]).flash_kernel == "cudnn"
+    with pytest.raises(SystemExit):
+        training.config_from_args(["--flash_kernel", "fa9"])
 
 
 def test_flash_has_no_attention_dropout_but_same_parameters() -> None:
@@ -381,11 +432,12 @@ def test_training_flash_entry_point_only_changes_defaults() -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["auto", "cudnn"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_varlen_kernel_matches_math(dtype: torch.dtype) -> None:
-    assert flash_kernel_available(8), "no varlen kernel on this CUDA machine"
+def test_varlen_kernel_matches_math(dtype: torch.dtype, kernel: str) -> None:
+    assert flash_kernel_available(8, kernel), f"no {kernel} varlen kernel on this CUDA machine"
     reference = _model("math").cuda()
-    flash = _same_weights("flash", reference).cuda().eval()
+    flash = _same_weights("flash", reference, kernel).cuda().eval()
     sizes = [int(s) for s in np.random.default_rng(0).integers(1, 400, 37)]
     data = _events(sizes, device="cuda")
     expected = _predict(reference, data, packed=False)
@@ -406,7 +458,8 @@ def test_varlen_kernel_matches_math(dtype: torch.dtype) -> None:
 
 
 @pytest.mark.gpu
-def test_bf16_training_step_and_gradients_on_cuda() -> None:
+@pytest.mark.parametrize("kernel", ["auto", "cudnn"])
+def test_bf16_training_step_and_gradients_on_cuda(kernel: str) -> None:
     reference = _model("math").cuda().train()
     data = _events([int(s) for s in np.random.default_rng(1).integers(50, 300, 16)], device="cuda")
     plan = BatchPlan.from_batches([np.arange(16)], data.sizes.cpu().numpy(), "cuda")
@@ -415,7 +468,7 @@ def test_bf16_training_step_and_gradients_on_cuda() -> None:
         ("exact", "math", False, "fp32"),
         ("flash", "flash", True, "bf16"),
     ):
-        model = _same_weights(attention, reference).cuda()
+        model = _same_weights(attention, reference, kernel).cuda()
         batch = plan.batch(data, 0, packed)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
             pred = model(batch.x, batch.layout)
