@@ -59,7 +59,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    # weights_only: a checkpoint is plain containers, numbers, strings and tensors, and
+    # unpickling anything else could run code from a downloaded file.
+    state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a checkpoint dict")
     missing = [key for key in REQUIRED_KEYS if key not in state]

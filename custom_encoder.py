@@ -37,8 +37,9 @@ about 10x slower, so this is also the fast CPU setting.)
 Optional encoder variants (``EncoderOptions``; the defaults are the published model):
 norm placement (post / pre / HybridNorm), LayerScale, value residual, QK-norm,
 GELU/SwiGLU feed-forward, register tokens and local attention over a sliding window of
-hits in azimuth order (circular at phi = +-pi; FlexAttention on CUDA, the same mask
-through SDPA or the math path elsewhere, since torch's CPU FlexAttention has no
+hits in azimuth order (circular at phi = +-pi; FlexAttention in a model compiled for
+CUDA, the same mask through SDPA or the math path elsewhere: uncompiled FlexAttention is
+an unfused reference that materialises every score, and torch's CPU FlexAttention has no
 backward). They live in the one layer and stack below; every backend and both layouts
 accept them. benchmarks/ablation_encoder.py measures them.
 
@@ -83,13 +84,16 @@ def nested_sdpa(
 
     q, k, v: [T, H, Dh]; cu_seqlens [B + 1] event boundaries; ``backends``: the
     ``torch.nn.attention.SDPBackend`` values SDPA may pick from. Returns [T, H, Dh].
-    ``max_seqlen`` is handed to the nested tensors so that nothing waits for the device.
+    ``max_seqlen`` (an upper bound of the event sizes) and a lower bound of 1 (events are
+    never empty) are handed to the nested tensors so that nothing waits for the device.
     """
     from torch.nn.attention import sdpa_kernel
 
     def nested(t: Tensor) -> Tensor:  # [T, H, Dh] -> [B, H, ragged, Dh]
         # One offsets tensor for q, k and v: they share one ragged dimension.
-        jagged = torch.nested.nested_tensor_from_jagged(t, cu_seqlens, max_seqlen=max_seqlen)
+        jagged = torch.nested.nested_tensor_from_jagged(
+            t, cu_seqlens, max_seqlen=max_seqlen, min_seqlen=1
+        )
         return jagged.transpose(1, 2)
 
     with sdpa_kernel(backends):
@@ -204,8 +208,10 @@ class AttentionLayout:
 
     Packed layout: activations are ``[T, D]``, the hits of event b being rows
     ``cu_seqlens[b]:cu_seqlens[b + 1]``; ``cu_seqlens`` is ``[B + 1]`` int32 on the
-    activations' device and ``max_seqlen`` the largest event (a host int, so that the
-    kernel call needs no device-to-host sync). For the fallback without a varlen kernel,
+    activations' device and ``max_seqlen`` an upper bound of the event sizes (a host
+    int, so that the kernel call needs no device-to-host sync; ``packed_batch`` rounds the
+    largest event up to a power of two, at least 16, so that compiled models meet few
+    distinct values). For the fallback without a varlen kernel,
     ``pad_mask`` ``[B, max_seqlen]`` describes a scratch padded buffer and ``slots``
     ``[T]`` int64 gives each packed hit's row in that buffer flattened to
     ``[B * max_seqlen]``. Build packed layouts with ``AttentionLayout.packed``.
@@ -231,8 +237,8 @@ class AttentionLayout:
     def packed(cls, sizes: Tensor, max_seqlen: int, n_hits: int) -> AttentionLayout:
         """Packed layout of events with ``sizes`` ([B] int, on the target device) hits.
 
-        ``max_seqlen`` (= sizes.max()) and ``n_hits`` (= sizes.sum()) are passed in from
-        the host so that nothing here waits for the device.
+        ``max_seqlen`` (>= sizes.max()) and ``n_hits`` (= sizes.sum()) are passed in
+        from the host so that nothing here waits for the device.
         """
         device = sizes.device
         cu_seqlens = torch.zeros(len(sizes) + 1, dtype=torch.int32, device=device)
@@ -270,8 +276,9 @@ def flex_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> Tensor:
 
     The block mask is read from ``allowed``, so the fused kernel skips blocks with no
     allowed pair; same result as SDPA with ``allowed`` as boolean mask. No attention
-    dropout (FlexAttention has none). Torch's CPU FlexAttention has no backward and is
-    the unfused reference, so the layer uses it only on CUDA.
+    dropout (FlexAttention has none). Only torch.compile turns it into a fused kernel
+    (eager, and on a CPU, it is the unfused reference; the CPU one has no backward), so
+    the layer uses it only on CUDA inside a compiled model.
     """
     from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as flex
@@ -350,7 +357,8 @@ class MultiHeadSelfAttention(nn.Module):
         batch, n_hits, _ = qkv.shape
         qkv = qkv.view(batch, n_hits, 3, self.n_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, Dh]
-        if attn_mask is not None and q.is_cuda and HAS_FLEX_ATTENTION:
+        use_flex = HAS_FLEX_ATTENTION and q.is_cuda and torch.compiler.is_compiling()
+        if attn_mask is not None and use_flex:
             out = flex_attention(q, k, v, attn_mask)
         else:
             allowed = ~pad_mask[:, None, None, :] if attn_mask is None else attn_mask[:, None]
@@ -571,7 +579,7 @@ class Encoder(nn.Module):
         if backend == "flash" and self.options.attention_window > 0:
             log.warning(
                 "flash attention with a local window: packed hits go through the padded "
-                "scratch buffer (FlexAttention on CUDA, masked SDPA elsewhere)"
+                "scratch buffer (FlexAttention when compiled for CUDA, else masked SDPA)"
             )
 
     def _add_registers(

@@ -442,6 +442,51 @@ def validate_config(config: TrainConfig) -> None:
         raise ValueError("batch_size must be >= 1 and hits_per_batch >= 0")
 
 
+# TrainConfig fields a resumed run must share with the checkpoint: they fix the data,
+# its split and the model. The others (batching, learning rate, epochs, precision,
+# attention backend and kernel, ...) may change between runs.
+RESUME_FIXED_FIELDS = (
+    "data_path",
+    "data_type",
+    "tracks",
+    "n_events",
+    "max_nr_hits",
+    "seed",
+    "nr_enc_layers",
+    "embedding_size",
+    "hidden_dim",
+    "nr_heads",
+    "dropout",
+    "norm_first",
+    *(f.name for f in fields(EncoderOptions)),
+)
+
+
+def check_resumable(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    """Refuse to resume ``state`` under settings that change the data, split or model.
+
+    A different seed or data set would put the checkpoint's test events into training
+    and mix validation losses of two splits; model options would be silently ignored.
+    """
+    if state.get("inference_only"):
+        raise ValueError(
+            f"{path}: an inference-only (shipped) checkpoint holds no optimizer "
+            "state and cannot be resumed; train to a new --model_name"
+        )
+    stored = state.get("train_config", {})
+    differing = [
+        f"--{name} {stored[name]!r} in the checkpoint, {getattr(config, name)!r} now"
+        for name in RESUME_FIXED_FIELDS
+        if name in stored and stored[name] != getattr(config, name)
+    ]
+    if differing:
+        raise ValueError(
+            f"{path}: cannot resume with other data or model settings ("
+            + "; ".join(differing)
+            + "); use the checkpoint's settings or train to a new --model_name"
+        )
+
+
 def out_of_training_time(config: TrainConfig, seconds: float) -> bool:
     """Whether ``--max_minutes`` is used up after ``seconds`` of training.
 
@@ -504,12 +549,11 @@ def _train_loop(
     state = load_checkpoint(checkpoint_path) if config.resume and checkpoint_path.exists() else None
     if config.resume and state is None:
         say(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch")
+    if not config.resume and checkpoint_path.exists():
+        say(f"{checkpoint_path} exists and will be overwritten (--resume continues it)")
+    if state is not None:
+        check_resumable(state, config, checkpoint_path)
 
-    if state is not None and state.get("inference_only"):
-        raise ValueError(
-            f"{checkpoint_path}: an inference-only (shipped) checkpoint holds no optimizer "
-            "state and cannot be resumed; train to a new --model_name"
-        )
     if state is None:
         normaliser = Normaliser.fit(events.subset(train_idx))
         model_config = config.model_config(
@@ -536,13 +580,19 @@ def _train_loop(
     start_epoch, stale_epochs, stopped, step = 0, 0, False, 0
     if state is not None:
         model.load_state_dict(state["model_state_dict"])
-        optimizer.load_state_dict(state["optimizer_state_dict"])
-        for group in optimizer.param_groups:
-            group["fused"] = fused  # the checkpoint may come from another device
+        optimizer_state = state["optimizer_state_dict"]
+        # The checkpoint may come from another device. Set the flag before loading:
+        # load_state_dict puts Adam's step counters where the saved flag says (on the
+        # device for fused Adam, on the host otherwise).
+        for group in optimizer_state["param_groups"]:
+            group["fused"] = fused
+        optimizer.load_state_dict(optimizer_state)
         best_state = state["best_model_state_dict"]
         train_losses, val_losses = list(state["train_losses"]), list(state["val_losses"])
         start_epoch, stale_epochs = state["epoch"] + 1, state.get("stale_epochs", 0)
-        stopped, step = state.get("stopped", False), state.get("step", 0)
+        # Early stopping is judged again with this run's --early_stop; a time-limit stop
+        # is not carried over (continuing after it is what --resume is for).
+        stopped, step = stale_epochs >= config.early_stop, state.get("step", 0)
         say(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
     say(
         f"data: {path} ({events.n_events} events, {events.n_hits} hits; "
@@ -587,6 +637,8 @@ def _train_loop(
         ddp_model, config.compile, sample_plan.batch(train_data, 0, packed), precision
     )
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    if scaler is not None and state is not None and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])
     optimisation = Optimisation(optimizer, lr_at, step, scaler)
     data_record = {
         "path": str(path),
@@ -638,6 +690,7 @@ def _train_loop(
                     "val_losses": val_losses,
                     "stale_epochs": stale_epochs,
                     "stopped": stopped,
+                    "grad_scaler": scaler.state_dict() if scaler is not None else None,
                     "model_config": model_config.to_dict(),
                     "normaliser": normaliser.to_dict(),
                     "train_config": asdict(config),

@@ -81,6 +81,21 @@ def test_resume_continues_exactly_where_a_killed_run_stopped(
         torch.testing.assert_close(a[name], b[name])
 
 
+def test_resume_goes_on_after_a_time_limit_but_not_with_other_data(
+    linear_file: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "t.pt"
+    cut = training.train(_config(linear_file, path, nr_epochs=3, max_minutes=1e-6))
+    assert len(cut.val_losses) == 1  # the time limit stopped it after epoch 0
+    resumed = training.train(_config(linear_file, path, nr_epochs=3, resume=True))
+    assert len(resumed.val_losses) == 3
+    # Another seed would move the checkpoint's test events into training.
+    with pytest.raises(ValueError, match="--seed 0 in the checkpoint, 1 now"):
+        training.train(_config(linear_file, path, nr_epochs=4, resume=True, seed=1))
+    with pytest.raises(ValueError, match="--embedding_size 16 in the checkpoint, 32 now"):
+        training.train(_config(linear_file, path, nr_epochs=4, resume=True, embedding_size=32))
+
+
 def test_checkpoint_round_trip_and_atomic_write(linear_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "m.pt"
     training.train(_config(linear_file, path, nr_epochs=1))
