@@ -54,7 +54,8 @@ class GroupConfig:
 
     min_hits: int = 3
     # Measured on helical 10-50 (README): a refiner trained on pure groups only lifts the
-    # score 0.723 -> 0.737; with half of the groups merged it lifts it to 0.831.
+    # score 0.723 -> 0.737; with half of the groups merged it lifts it to 0.831 (both
+    # with forced splits, --no-refine_single_cluster).
     merge_fraction: float = 0.5
     seed: int = 0
 

@@ -10,8 +10,9 @@ main training CLI's (``python training.py --help``) and goes to the one training
 (``training.main``) unchanged: this script only writes the group file and points
 ``--data_path`` at it.
 
-Which source events: with ``--base_model``, the base checkpoint's data file, data type
-and split; ``--source_split train_val`` (default) keeps the base model's training and
+Which source events: with ``--base_model``, the base checkpoint's data file (simulated
+again into ./data when a fresh clone lacks it, see ``evaluation.checkpoint_data``), data
+type and split; ``--source_split train_val`` (default) keeps the base model's training and
 validation events, so the refiner never sees the events the base is tested on. Without
 it, ``--source_path`` (default: the main job's generated data set) split with
 ``--split_seed`` and the training split fractions, which matches a base model trained on
@@ -30,6 +31,7 @@ import training
 from checkpoint import load_checkpoint
 from data_processing.dataset import DATA_TYPES
 from data_processing.derived_data import EventSelection
+from evaluation.checkpoint_data import training_data_path
 from refiner.dataset import (
     GroupConfig,
     GroupSummary,
@@ -65,8 +67,16 @@ class RefinerDataConfig:
 def resolve_source(config: RefinerDataConfig) -> tuple[Path, str, EventSelection | None]:
     """(source file, data type, which of its events; None = all) for ``config``."""
     if config.base_model is not None:
-        data = load_checkpoint(config.base_model)["data"]
-        path, data_type = Path(config.source_path or data["path"]), data["data_type"]
+        state = load_checkpoint(config.base_model)
+        data = state["data"]
+        # A shipped base model's training file is absent from a fresh clone (data/ is
+        # git-ignored): it is simulated again, as evaluation does.
+        path = (
+            Path(config.source_path)
+            if config.source_path
+            else training_data_path(state, config.base_model)
+        )
+        data_type = data["data_type"]
         fractions, seed = tuple(data["split_fractions"]), data["split_seed"]
     elif config.source_path is not None:
         if config.data_type is None:

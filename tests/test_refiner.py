@@ -150,6 +150,26 @@ def test_a_true_parameter_refiner_splits_a_merged_cluster_and_the_score_rises_to
     np.testing.assert_array_equal(untouched.labels, base)
 
 
+def test_refining_keeps_a_pure_cluster_whole() -> None:
+    """A pure cluster refines to one blob of parameters. Without allow_single_cluster,
+    HDBSCAN must return the root's children and splits such blobs often."""
+    from evaluation.clustering import cluster_event
+
+    rng = np.random.default_rng(0)
+    blobs = [rng.normal(size=(18, 3)) for _ in range(40)]
+    splits = {}
+    for single in (True, False):
+        config = refined_test.RefineConfig(min_cluster_size=4, single_cluster=single)
+        n_clusters = [len(set(cluster_event(b, config.clustering())) - {-1}) for b in blobs]
+        splits[single] = sum(n >= 2 for n in n_clusters)
+    assert splits[True] == 0
+    assert splits[False] >= 8  # measured: 17 of these 40 blobs
+    # Two well separated blobs still split with the default.
+    pair = np.concatenate([blobs[0], blobs[1] + 20.0])
+    config = refined_test.RefineConfig(min_cluster_size=4)
+    assert len(set(cluster_event(pair, config.clustering())) - {-1}) == 2
+
+
 def test_clusters_as_events_gathers_each_cluster() -> None:
     events = straight_track_event({1: (0.6, 0.3), 2: (2.1, -2.0)}, hits=5)
     labels = np.array([4, 4, 4, 4, 7, 7, 7, 7, 7, -1])
