@@ -550,11 +550,22 @@ def main(argv: list[str] | None = None) -> Path:
     args.load = f"{load_before} before, {_load_average()} after"
     skipped = [f"{CASES[c].label}, {m}: not run" for c, m in DEFAULT_PAIRS_T if (c, m) not in pairs]
     skipped += failed + args.note
-    command = "python " + shlex.join(["benchmarks/attention.py", *(argv or sys.argv[1:])])
-    out = Path(args.out) if args.out else HERE / f"results_attention_{device.type}.md"
-    out.write_text(markdown(rows, device, command, skipped, args))
-    print(out.read_text())
-    return out
+    command = command_line("benchmarks/attention.py", argv)
+    text = markdown(rows, device, command, skipped, args)
+    return write_table(text, args.out or HERE / f"results_attention_{device.type}.md")
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that ran ``script`` with ``argv`` (None: this process's arguments)."""
+    return "python " + shlex.join([script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def write_table(text: str, out: str | Path) -> Path:
+    """Write a results table to ``out``, print it and return the path."""
+    path = Path(out)
+    path.write_text(text)
+    print(text)
+    return path
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shlex
 import statistics
 import sys
 import time
@@ -51,7 +50,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.attention import MODELS, machine_description, synthetic_events
+from benchmarks.attention import (
+    MODELS,
+    command_line,
+    machine_description,
+    synthetic_events,
+    write_table,
+)
 from custom_encoder import VARLEN_KERNELS
 from data_processing.dataset import BatchPlan, batch_event_indices
 from model import ModelConfig, TransformerRegressor
@@ -392,11 +397,9 @@ def main(argv: list[str] | None = None) -> Path:
                     )
                 except Exception as err:  # keep the other profiles and the kernel table
                     notes.append(f"profile {model_key} / {kernel} failed: {err!r:.200}")
-    command = "python " + shlex.join(["benchmarks/attention_kernels.py", *(argv or sys.argv[1:])])
-    out = Path(args.out) if args.out else HERE / f"results_attention_kernels_{device.type}.md"
-    out.write_text(markdown(results, profiles, device, command, notes))
-    print(out.read_text())
-    return out
+    command = command_line("benchmarks/attention_kernels.py", argv)
+    text = markdown(results, profiles, device, command, notes)
+    return write_table(text, args.out or HERE / f"results_attention_kernels_{device.type}.md")
 
 
 if __name__ == "__main__":
