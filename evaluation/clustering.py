@@ -23,8 +23,11 @@ closely (measured: see ``tests/test_clustering.py``).
 
 HDBSCAN's outliers must not become one shared (and badly impure) track: by default each
 becomes its own singleton track ("singleton", numbered after the clusters); "unassigned"
-keeps -1, for metrics that ignore unassigned hits (gnn_tracking's definition). Do not
-use "unassigned" with the "trackformers" efficiencies: there, -1 is one big track.
+keeps -1, which every metric of ``evaluation.scoring`` reads as "in no track".
+
+A hit whose predicted parameters hold a NaN or inf (a diverged model, an fp16 overflow)
+cannot be placed by HDBSCAN and ends up an outlier; :func:`count_non_finite` counts such
+hits and logs one warning, so they are never lost silently.
 
 ``grid_search`` scans (min_cluster_size, min_samples) pairs on a validation split and
 returns the pair with the best TrackML score.
@@ -33,6 +36,7 @@ returns the pair with the best TrackML score.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -41,6 +45,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("hdbscan", "sklearn")
 NOISE_POLICIES = ("singleton", "unassigned")
@@ -160,6 +166,42 @@ def cluster_event(params: np.ndarray, config: ClusteringConfig) -> np.ndarray:
     return labels
 
 
+def count_non_finite(params: np.ndarray, event_id: np.ndarray, what: str = "hits") -> int:
+    """Count hits with a NaN or inf predicted parameter; log ONE warning if there are any.
+
+    HDBSCAN cannot place such a hit (the hdbscan package labels it -1, scikit-learn -2 or
+    -3), so it becomes an outlier: a singleton track, or unassigned. Call this once per
+    evaluated set, before clustering, so the loss is counted and reported, not silent.
+
+    Args:
+        params: [T, K] predicted parameters.
+        event_id: [T] event id of each hit (named in the warning).
+        what: names the set in the warning, e.g. "validation hits".
+
+    Returns:
+        Number of rows of ``params`` holding at least one non-finite value.
+    """
+    if len(event_id) != len(params):
+        raise ValueError(f"event_id has {len(event_id)} rows but params {len(params)}")
+    bad = ~np.isfinite(params).all(axis=1)
+    n_bad = int(bad.sum())
+    if n_bad:
+        events = pd.unique(np.asarray(event_id)[bad])
+        shown = ", ".join(str(e) for e in events[:5])
+        log.warning(
+            "%d of %d %s (in %d events, first event_id %s) have non-finite (NaN/inf) "
+            "predicted parameters, e.g. from a diverged model or an fp16 overflow; HDBSCAN "
+            "cannot place them, so each becomes an outlier (its own singleton track, or "
+            "unassigned)",
+            n_bad,
+            len(params),
+            what,
+            len(events),
+            shown,
+        )
+    return n_bad
+
+
 def _cluster_chunk(params: np.ndarray, offsets: np.ndarray, config: ClusteringConfig) -> np.ndarray:
     """Labels [offsets[-1]] of consecutive events ``params[offsets[i]:offsets[i+1]]``."""
     if len(offsets) < 2:
@@ -244,6 +286,8 @@ def grid_search(
     """Score every (min_cluster_size, min_samples) pair; return the table and the best pair.
 
     Run it on the validation split, never on the test split that reports the result.
+    Unassigned hits (``base.noise == "unassigned"``) are in no track for the scores; hits
+    with non-finite parameters are counted and warned about (:func:`count_non_finite`).
 
     Args:
         params: [T, K] predicted (normalised) parameters, events contiguous.
@@ -271,6 +315,7 @@ def grid_search(
     if not pairs:
         raise ValueError("grid_search needs at least one value of each parameter")
     configs = [replace(base, min_cluster_size=int(mcs), min_samples=int(ms)) for mcs, ms in pairs]
+    count_non_finite(params, truth["event_id"].to_numpy(), "grid-search hits")
     all_labels = _cluster_many(params, offsets, configs, base.n_jobs)
     rows = []
     for config, labels in zip(configs, all_labels, strict=True):

@@ -25,7 +25,7 @@ from data_processing.dataset import (
     Normaliser,
     batch_event_indices,
 )
-from evaluation.clustering import ClusteringConfig, cluster_events
+from evaluation.clustering import ClusteringConfig, cluster_events, count_non_finite
 from evaluation.scoring import efficiencies, efficiency_vs, score_per_event
 from model import TransformerRegressor
 
@@ -75,14 +75,19 @@ def predict_track_params(
     return out[:-1]
 
 
+def hit_event_ids(events: EventSet) -> np.ndarray:
+    """[T] event id of every hit of ``events``."""
+    return np.repeat(events.event_id, events.sizes)
+
+
 def submission_frame(events: EventSet, labels: np.ndarray) -> pd.DataFrame:
-    """TrackML-style submission for all events: event_id, hit_id, track_id."""
+    """TrackML-style submission for all events: event_id, hit_id, track_id.
+
+    ``labels`` [T] as from clustering; a negative label (HDBSCAN's -1 under the
+    "unassigned" noise policy) means the hit is in no track for every score.
+    """
     return pd.DataFrame(
-        {
-            "event_id": np.repeat(events.event_id, events.sizes),
-            "hit_id": events.hit_id,
-            "track_id": labels,
-        }
+        {"event_id": hit_event_ids(events), "hit_id": events.hit_id, "track_id": labels}
     )
 
 
@@ -91,8 +96,9 @@ class Reconstruction:
     """Result of running the pipeline on an EventSet (rows aligned with it)."""
 
     params: np.ndarray  # [T, K] normalised predicted parameters
-    labels: np.ndarray  # [T] track labels, unique within an event
+    labels: np.ndarray  # [T] track labels, unique within an event (-1: unassigned)
     timings: dict[str, float] = field(default_factory=dict)  # seconds, whole set
+    n_non_finite: int = 0  # hits with a NaN/inf prediction (outliers; warned about)
 
 
 def predict_events(
@@ -126,12 +132,15 @@ def reconstruct(
 
     Returns a ``Reconstruction`` whose timings are ``model_s`` (see ``predict_events``)
     and ``clustering_s`` (all events, over ``clustering.n_jobs`` processes), in seconds.
+    Hits predicted NaN/inf are counted in ``n_non_finite`` and logged in one warning.
     """
     params, model_s = predict_events(model, events, normaliser, batch_size, device)
+    n_non_finite = count_non_finite(params, hit_event_ids(events))
     start = time.perf_counter()
     labels = cluster_events(params, events.offsets, clustering)
     cluster_s = time.perf_counter() - start
-    return Reconstruction(params, labels, {"model_s": model_s, "clustering_s": cluster_s})
+    timings = {"model_s": model_s, "clustering_s": cluster_s}
+    return Reconstruction(params, labels, timings, n_non_finite)
 
 
 #: gnn_tracking pT thresholds (GeV) reported for TrackML data; 0.9 is the headline.
@@ -148,7 +157,8 @@ def score_reconstruction(
 
     Args:
         events: the evaluated events (truth: particle_id, weight, extras).
-        labels: [T] track labels aligned with ``events`` (``Reconstruction.labels``).
+        labels: [T] track labels aligned with ``events`` (``Reconstruction.labels``); a
+            negative label is an unassigned hit, in no track (``evaluation.scoring``).
         definition: efficiency definition of the top-level keys, "trackformers" (the
             published numbers) or "gnn_tracking" (needs TrackML layers and kinematics).
         pt_min: pT threshold in GeV of the top-level efficiencies (needs kinematics).
@@ -173,15 +183,23 @@ def score_reconstruction(
         "definition": definition,
         "pt_min": float(pt_min),
     }
-    result.update(efficiencies(truth, submission, definition=definition, pt_min=pt_min))
+    # Each (definition, pT cut) is matched once: the headline pair is usually one of the
+    # named sets below (the default ("trackformers", 0) always is).
+    computed: dict[tuple[str, float], dict[str, Any]] = {}
+
+    def efficiencies_for(name: str, threshold: float) -> dict[str, Any]:
+        key = (name, float(threshold))
+        if key not in computed:
+            computed[key] = efficiencies(truth, submission, definition=name, pt_min=threshold)
+        return computed[key]
+
     has_kinematics = {"pt", "eta"} <= set(truth.columns)
     has_layers = {"volume_id", "layer_id"} <= set(truth.columns)
-    named = {"trackformers": efficiencies(truth, submission, definition="trackformers")}
+    named = {"trackformers": efficiencies_for("trackformers", 0.0)}
     if has_kinematics and has_layers:
         for threshold in GNN_TRACKING_PT_THRESHOLDS:
-            named[f"gnn_tracking_pt{threshold}"] = efficiencies(
-                truth, submission, definition="gnn_tracking", pt_min=threshold
-            )
+            named[f"gnn_tracking_pt{threshold}"] = efficiencies_for("gnn_tracking", threshold)
+    result.update(efficiencies_for(definition, pt_min))
     result["efficiencies"] = named
     if has_kinematics:
         for variable in ("pt", "eta"):

@@ -5,9 +5,11 @@ Usage:
     python evaluation/performance_stats.py --model_name m.pt --timed_events 200 \
         --output_dir runs/perf
 
-Takes every option of ``evaluation/test.py`` (same checkpoint, data, split and clustering
-handling: the code is imported from there, not copied) plus the timing options below.
-Reports, each as mean +- standard deviation over events:
+Takes the options of ``evaluation/test.py`` (same checkpoint, data, split, clustering and
+``--grid_search`` handling: ``load_setup`` is imported from there, not copied) except
+``--display_event`` (no event display is drawn here, so the option is refused), plus the
+timing options below. ``--output_dir`` receives this script's files, not test.py's
+figures. Reports, each as mean +- standard deviation over events:
 
 * model time per event on the CPU (wall clock, one event per forward pass, after
   warm-up) and, when CUDA is present, on the GPU (CUDA events around the same call,
@@ -52,7 +54,6 @@ from evaluation.scoring import score_event
 from evaluation.test import (
     EvaluationConfig,
     build_arg_parser,
-    check_truth_supports,
     config_from_args,
     load_setup,
     write_json,
@@ -166,11 +167,13 @@ def time_scoring_per_event(events: EventSet, labels: np.ndarray) -> np.ndarray:
 
 
 def performance_stats(config: PerformanceConfig) -> dict[str, Any]:
-    """Run the pipeline once for the metrics, then time each stage event by event."""
+    """Run the pipeline once for the metrics, then time each stage event by event.
+
+    The clustering settings, grid search included, are ``load_setup``'s, as in test.py.
+    """
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     setup = load_setup(config)
-    check_truth_supports(setup.events, config)
     events = setup.events
     result = reconstruct(
         setup.model, events, setup.normaliser, setup.clustering, config.batch_size, setup.device
@@ -214,8 +217,11 @@ def performance_stats(config: PerformanceConfig) -> dict[str, Any]:
         "events_per_s": events.n_events / pipeline_s if pipeline_s > 0 else float("inf"),
     }
     sizes = events.sizes
+    tuning = {} if setup.tuning is None else {"grid_search": setup.tuning}
     return {
         **metrics,
+        **tuning,
+        "n_non_finite_hits": result.n_non_finite,
         "regression": regression_errors(events, setup.normaliser, result.params),
         "model_name": str(config.model_name),
         "model_parameters": setup.model.n_parameters(),
@@ -274,6 +280,15 @@ def markdown_table(stats: dict[str, Any]) -> str:
                 f"{t['model_cuda_batched']['events_per_s']:.1f} events/s",
             )
         )
+    if "grid_search" in stats:
+        search = stats["grid_search"]
+        rows.append(
+            (
+                "HDBSCAN settings",
+                f"grid search on {search['n_events']} validation events: min_cluster_size "
+                f"{search['best'][0]}, min_samples {search['best'][1]}",
+            )
+        )
     rows += [
         (
             f"clustering per event (HDBSCAN {clustering['implementation']}, "
@@ -324,8 +339,8 @@ def markdown_table(stats: dict[str, Any]) -> str:
 
 
 def build_performance_parser() -> argparse.ArgumentParser:
-    """test.py's options plus the timing options."""
-    parser = build_arg_parser()
+    """test.py's options (without --display_event) plus the timing options."""
+    parser = build_arg_parser(event_display=False)
     parser.description = __doc__.splitlines()[0]
     parser.add_argument("--warmup", type=int, default=5, help="untimed passes per device")
     parser.add_argument("--timed_events", type=int, help="time the first N events (default all)")

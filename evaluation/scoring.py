@@ -3,12 +3,15 @@
 Every function here compares two per-hit tables:
 
 * ``truth``: one row per hit with ``hit_id`` and ``particle_id`` (int; 0 = noise) and, for
-  the score, ``weight`` (float, >= 0; TrackML gives noise weight 0, REDVID weighs every hit
-  1). The efficiencies may also need ``volume_id``/``layer_id`` (the TrackML hits file) and
-  per-particle kinematics (see :func:`particle_table`).
+  the score, ``weight`` (float, >= 0). Noise (particle 0) weighs 0 in the score whatever
+  its ``weight`` says (SPEC section 5; TrackML's files already give it 0, REDVID's give
+  every hit 1, so there track hits weigh 1 and noise 0). The efficiencies may also need
+  ``volume_id``/``layer_id`` (the TrackML hits file) and per-particle kinematics (see
+  :func:`particle_table`).
 * ``submission``: one row per hit with ``hit_id`` and ``track_id`` (any labels, only
-  equality matters; numeric for the gnn_tracking efficiencies, where a label < 0 means
-  "no cluster").
+  equality matters), except that a NEGATIVE numeric label (HDBSCAN's -1 under
+  ``--noise unassigned``) means "unassigned": the hit is in no track, for the score and
+  for both efficiency definitions, however many hits share that label.
 
 Every truth hit must appear exactly once in the submission, as in trackml-library's
 ``score_event``. With an ``event_id`` column in both frames, hit ids only need to be unique
@@ -188,15 +191,27 @@ def _join_hits(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
     return hits
 
 
+def _unassigned(track_id: np.ndarray) -> np.ndarray:
+    """[n] bool: which labels mean "in no track" (negative numbers; see the module doc).
+
+    Non-numeric labels (strings) cannot be negative: they are all tracks.
+    """
+    track_id = np.asarray(track_id)
+    if np.issubdtype(track_id.dtype, np.number):
+        return track_id < 0
+    return np.zeros(track_id.shape, dtype=bool)
+
+
 def _pairs(hits: pd.DataFrame) -> pd.DataFrame:
     """Count the hits of every (event, track, particle) pair of joined hits.
 
     Input: the output of :func:`_join_hits` (``event_id, track_id, particle_id`` and
     optionally ``weight``). Output: one row per pair, in order of first appearance, with
     ``event_id, track_id, particle_id``, ``n_hits`` (int, the pair's hits), ``weight``
-    (float, their summed weight; only when hits carry weight), ``track_nhits`` (int, hits
-    of the track) and ``particle_nhits`` (int, hits of the particle in truth: every truth
-    hit is in exactly one track).
+    (float, their summed weight, noise hits counting 0; only when hits carry weight),
+    ``track_nhits`` (int, hits sharing the label) and ``particle_nhits`` (int, hits of
+    the particle in truth: every truth hit has exactly one label). Unassigned hits
+    (negative labels) form pairs like any label; callers must not treat them as a track.
     """
     event = hits[EVENT].to_numpy()
     track, n_tracks = _dense_codes(event, hits["track_id"].to_numpy())
@@ -211,7 +226,12 @@ def _pairs(hits: pd.DataFrame) -> pd.DataFrame:
     pairs = hits[[EVENT, "track_id", "particle_id"]].iloc[representative].reset_index(drop=True)
     pairs["n_hits"] = np.bincount(pair, minlength=n_pairs)
     if "weight" in hits.columns:
-        pairs["weight"] = np.bincount(pair, weights=hits["weight"].to_numpy(), minlength=n_pairs)
+        # SPEC: noise carries weight 0, whatever the truth file says (REDVID gives it 1,
+        # and a noise hit must not earn score credit for sharing a track with others).
+        weight = np.where(
+            hits["particle_id"].to_numpy() == 0, 0.0, hits["weight"].to_numpy(dtype=float)
+        )
+        pairs["weight"] = np.bincount(pair, weights=weight, minlength=n_pairs)
     pairs["track_nhits"] = np.bincount(track, minlength=n_tracks)[track[representative]]
     pairs["particle_nhits"] = np.bincount(particle, minlength=n_particles)[particle[representative]]
     return pairs
@@ -232,9 +252,11 @@ def pair_table(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         One row per pair: ``event_id`` (0 when the inputs have none), ``track_id``,
-        ``particle_id``, ``n_hits`` (int), ``weight`` (float, if truth has weights),
-        ``track_nhits``, ``particle_nhits`` (int), ``purity`` = n_hits / track_nhits and
-        ``completeness`` = n_hits / particle_nhits (float, in (0, 1]).
+        ``particle_id``, ``n_hits`` (int), ``weight`` (float, if truth has weights; 0 for
+        noise), ``track_nhits``, ``particle_nhits`` (int), ``purity`` = n_hits /
+        track_nhits and ``completeness`` = n_hits / particle_nhits (float, in (0, 1]).
+        Hits with a negative label form pairs too (their label is no track: see
+        :func:`efficiencies` and :func:`score_event` for how they count).
     """
     columns = ["particle_id", *(["weight"] if "weight" in truth.columns else [])]
     pairs = _pairs(_join_hits(*_align_events(truth, submission, columns, False)))
@@ -250,12 +272,18 @@ def pair_table(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
 
 def _scores(hits: pd.DataFrame) -> pd.Series:
     """TrackML score of every event of joined hits, as a Series indexed by event_id."""
+    if hits.empty:
+        # Otherwise an empty Series comes back and score_event fails on an IndexError.
+        raise ValueError("no hits to score: truth and submission are both empty")
     pairs = _pairs(hits)
     n_hits = pairs["n_hits"].to_numpy()
     # Good pair = good track with its majority particle (see module docstring). Both
     # ratios strictly above one half, as trackml-library (exactly 50 % is not good).
-    good = (n_hits > 0.5 * pairs["track_nhits"].to_numpy()) & (
-        n_hits > 0.5 * pairs["particle_nhits"].to_numpy()
+    # Unassigned hits are in no track, so they never earn credit, however many share -1.
+    good = (
+        (n_hits > 0.5 * pairs["track_nhits"].to_numpy())
+        & (n_hits > 0.5 * pairs["particle_nhits"].to_numpy())
+        & ~_unassigned(pairs["track_id"].to_numpy())
     )
     event, n_events = _dense_codes(pairs[EVENT].to_numpy())
     weight = pairs["weight"].to_numpy()
@@ -270,20 +298,23 @@ def _scores(hits: pd.DataFrame) -> pd.Series:
     if empty.any():
         raise ValueError(
             f"total truth weight is 0 in event(s) {list(event_ids[empty][:_MAX_IDS_SHOWN])}"
-            ": the score is undefined"
+            " (noise, particle_id 0, always weighs 0): the score is undefined"
         )
     scores = pd.Series(good_weight / total, index=pd.Index(event_ids, name=EVENT), name="score")
     return scores.sort_index()
 
 
 def score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
-    """TrackML score of one event (same contract and value as trackml-library's).
+    """TrackML score of one event (trackml-library's value on TrackML truth).
 
     A reconstructed track is good when more than 50 % of its hits come from one particle
     and it holds more than 50 % of that particle's hits. The score is the summed weight of
     the good tracks' hits that belong to their majority particle, divided by the total
-    truth weight. Noise is not special-cased: its hits count like any others, with the
-    weight truth gives them (0 in TrackML).
+    truth weight. Two rules of SPEC section 5 go beyond trackml-library, neither changing
+    its value on TrackML data (noise weight 0, no negative labels): noise (particle_id 0)
+    weighs 0 whatever truth's ``weight`` says (so REDVID's unit noise weights earn no
+    credit), and hits with a negative label are in no track (no credit, but their
+    weight stays in the total).
 
     Parameters
     ----------
@@ -291,8 +322,8 @@ def score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
         ``hit_id`` (int), ``particle_id`` (int, 0 = noise), ``weight`` (float, >= 0, total
         > 0). An ``event_id`` column is allowed if it holds a single value.
     submission : DataFrame
-        ``hit_id``, ``track_id`` (numeric, not null), optionally a single-valued
-        ``event_id``. Every truth hit exactly once, nothing else.
+        ``hit_id``, ``track_id`` (not null; negative = unassigned), optionally a
+        single-valued ``event_id``. Every truth hit exactly once, nothing else.
 
     Returns
     -------
@@ -302,8 +333,9 @@ def score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
     Raises
     ------
     ValueError
-        Missing columns; several events; missing, extra or duplicated hit ids (the
-        message names some); null ids, labels or weights; zero total weight.
+        Missing columns; several events; no hits at all; missing, extra or duplicated hit
+        ids (the message names some); null ids, labels or weights; zero total weight
+        (e.g. an event of noise only).
     """
     truth, submission = _align_events(truth, submission, ["particle_id", "weight"], False)
     for frame, name in ((truth, "truth"), (submission, "submission")):
@@ -478,7 +510,8 @@ def _match(
         Particles: :func:`particle_table` columns plus bool ``selected`` (in the
         efficiency denominator), ``perfect``, ``double_majority`` and int ``n_lhc_tracks``
         (LHC-matched clusters whose majority particle it is). Clusters: one row per
-        (event, track) with ``event_id, track_id``, majority ``particle_id`` (most hits;
+        (event, track), unassigned labels left out, with ``event_id, track_id``, majority
+        ``particle_id`` (most hits;
         ties go to the smallest particle_id, as in trackml-library), ``track_nhits``,
         bool ``selected`` (in the cluster denominator), ``perfect``, ``double_majority``,
         ``lhc``.
@@ -506,16 +539,17 @@ def _match(
     track_nhits = pairs["track_nhits"].to_numpy()
     purity = n_hits / track_nhits
     completeness = n_hits / pairs["particle_nhits"].to_numpy()
-    valid = track_nhits >= min_cluster_size
-    if gnn:
-        # gnn_tracking: a negative label (HDBSCAN's -1) is "no cluster", whatever its size.
-        valid &= pairs["track_id"].to_numpy() >= 0
+    # A negative label (HDBSCAN's -1) is "no cluster" whatever its size, in both
+    # definitions (SPEC: an unassigned hit is in no track).
+    unassigned = _unassigned(pairs["track_id"].to_numpy())
+    valid = (track_nhits >= min_cluster_size) & ~unassigned
     # Noise is never a particle to be found: a cluster of noise matches nothing.
     base = valid & (pairs["particle_id"].to_numpy() > 0)
     pairs["perfect"] = base & (n_hits == pairs["particle_nhits"].to_numpy()) & (purity > 0.99)
     pairs["double_majority"] = base & (purity > 0.5) & (completeness > 0.5)
     pairs["lhc"] = base & (purity > 0.75)
     pairs["valid"] = valid
+    pairs["unassigned"] = unassigned
 
     # Particle side: at most one cluster can hold > 50 % of a particle, so "any" = count.
     keys = [EVENT, "particle_id"]
@@ -554,6 +588,8 @@ def _match(
     clusters = pairs.sort_values(
         [EVENT, "track_id", "n_hits", "particle_id"], ascending=[True, True, False, True]
     ).drop_duplicates([EVENT, "track_id"])
+    # The unassigned hits of an event are not a submitted track at all.
+    clusters = clusters[~clusters["unassigned"].to_numpy()]
     flags = ["valid", "perfect", "double_majority", "lhc"]
     clusters = clusters[[EVENT, "track_id", "particle_id", "track_nhits", *flags]]
     clusters = clusters.reset_index(drop=True)
@@ -591,9 +627,11 @@ def efficiencies(
 ) -> dict[str, float | int]:
     """Perfect, double-majority and LHC efficiencies, fake and duplicate rates.
 
-    A cluster is a submitted track with at least ``min_cluster_size`` hits (with
-    ``definition="gnn_tracking"`` also a label >= 0). Matching always uses all hits; noise
-    (particle_id 0) is never matched. For a cluster c and a particle p sharing n hits:
+    A cluster is a submitted track with at least ``min_cluster_size`` hits and a label
+    >= 0: hits with a negative label are unassigned, in no cluster (SPEC section 5), in
+    both definitions. Matching always uses all hits (an unassigned hit of p still counts
+    in nhits(p)); noise (particle_id 0) is never matched. For a cluster c and a particle p
+    sharing n hits:
 
     * perfect: n equals all of p's hits and n / size(c) > 0.99;
     * double majority (DM): n / size(c) > 0.5 and n / nhits(p) > 0.5;
@@ -607,9 +645,10 @@ def efficiencies(
       fewer hits can form no cluster, so counting it would keep even the true assignment
       below 100 % (on the TrackML sample event 37 of 468 particles have 1-2 hits); every
       REDVID track has at least 5 hits, so the published REDVID numbers are unaffected.
-      Cluster denominator: every cluster, whatever its label, including one made of
-      noise hits (it is a fake). Submit unclustered hits as singleton tracks, not as one
-      shared label, or they form one big fake cluster. No pT/eta cut by default; with
+      Cluster denominator: every cluster, including one made of noise hits (it is a
+      fake). Submit unclustered hits as singleton tracks or with a negative label, not
+      as one shared label >= 0, or they form one big fake cluster. No pT/eta cut by
+      default; with
       ``pt_min > 0`` the particle denominator also needs pT >= ``pt_min`` and
       |eta| < ``eta_max`` (kinematics needed, as below) and clusters whose majority
       particle is a particle outside that range are not counted.
@@ -653,7 +692,7 @@ def efficiencies(
         Counts (int): ``n_particles`` (particle denominator; equals ``n_reconstructable``,
         kept as the gnn_tracking name), ``n_reconstructable``, ``n_particles_with_hits``
         (every particle_id > 0 with hits, before any cut), ``n_tracks`` (cluster
-        denominator), ``n_submitted_tracks`` (distinct labels), ``n_perfect``,
+        denominator), ``n_submitted_tracks`` (distinct labels >= 0), ``n_perfect``,
         ``n_double_majority``, ``n_lhc_tracks``, ``n_matched_tracks`` (DM-matched
         denominator clusters), ``n_lhc_matched_particles``, ``n_duplicated_particles``.
     """
@@ -798,14 +837,15 @@ def misassigned_hits(particle_id: np.ndarray, track_id: np.ndarray) -> np.ndarra
     A hit of particle p (> 0) in track t is correctly assigned when p is t's majority
     particle (most hits; ties to the smallest particle_id, as everywhere here) and t is
     p's main track (the track holding most of p's hits; ties to the smallest track_id).
-    Everything else is misassigned: a hit stolen by another particle's track, or a
-    fragment split off its particle's main track. A noise hit (p == 0) is misassigned
-    when it shares its track with any other hit (noise should stay unassigned).
+    Everything else is misassigned: a hit stolen by another particle's track, a fragment
+    split off its particle's main track, or a hit left unassigned (negative label). A
+    noise hit (p == 0) is misassigned when it shares a track with any other hit (noise
+    should stay alone or unassigned).
 
     Args:
         particle_id: [n] int true particle of each hit, 0 = noise.
-        track_id: [n] int predicted track of each hit; equal labels are one track (so
-            outliers sharing the label -1 count as one track: pass singleton labels).
+        track_id: [n] predicted track of each hit; equal labels are one track, except
+            negative labels: unassigned, in no track (as in the scores).
 
     Returns:
         [n] bool, True = misassigned.
@@ -814,8 +854,10 @@ def misassigned_hits(particle_id: np.ndarray, track_id: np.ndarray) -> np.ndarra
     track_id = np.asarray(track_id)
     if particle_id.shape != track_id.shape:
         raise ValueError(f"shapes differ: {particle_id.shape} vs {track_id.shape}")
+    unassigned = _unassigned(track_id)
     hits = pd.DataFrame({"track_id": track_id, "particle_id": particle_id})
-    pairs = hits.groupby(["track_id", "particle_id"]).size().rename("n").reset_index()
+    tracks = hits[~unassigned]
+    pairs = tracks.groupby(["track_id", "particle_id"]).size().rename("n").reset_index()
     majority = pairs.sort_values(
         ["track_id", "n", "particle_id"], ascending=[True, False, True]
     ).drop_duplicates("track_id")
@@ -826,9 +868,11 @@ def misassigned_hits(particle_id: np.ndarray, track_id: np.ndarray) -> np.ndarra
         majority["particle_id"].to_numpy(), index=majority["track_id"].to_numpy()
     )
     main_of_particle = pd.Series(main["track_id"].to_numpy(), index=main["particle_id"].to_numpy())
-    correct = (majority_of_track.loc[track_id].to_numpy() == particle_id) & (
-        main_of_particle.loc[particle_id].to_numpy() == track_id
+    # reindex: an unassigned hit's label, or a particle with no assigned hit, finds NaN,
+    # which equals nothing, so such hits are never correct.
+    correct = (majority_of_track.reindex(track_id).to_numpy() == particle_id) & (
+        main_of_particle.reindex(particle_id).to_numpy() == track_id
     )
     track_size = hits.groupby("track_id")["track_id"].transform("size").to_numpy()
     noise = particle_id == 0
-    return np.where(noise, track_size > 1, ~correct)
+    return np.where(noise, (track_size > 1) & ~unassigned, ~correct)

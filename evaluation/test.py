@@ -31,7 +31,8 @@ import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from data_processing.dataset import EventSet, Normaliser, load_events, split_events
-from data_processing.redvid import SimulationConfig, ensure_dataset
+from data_processing.redvid import SimulationConfig
+from evaluation.checkpoint_data import is_training_file, simulated_data, training_data_path
 from evaluation.clustering import (
     DEFAULT_GRID_MIN_CLUSTER_SIZE,
     DEFAULT_GRID_MIN_SAMPLES,
@@ -54,8 +55,6 @@ from evaluation.plotting import (
 )
 from evaluation.scoring import misassigned_hits
 from model import TransformerRegressor
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SPLITS = ("auto", "train", "val", "test", "all")
 DEFINITIONS = ("trackformers", "gnn_tracking")
@@ -87,6 +86,11 @@ class EvaluationConfig:
     output_dir: str | None = None  # metrics.json and the PNG figures
     display_event: int = 0  # position in the evaluated set of the event display's event
 
+    def __post_init__(self) -> None:
+        # Caught here, not when an empty set reaches the figures or the timing tables.
+        if self.max_events is not None and self.max_events < 1:
+            raise ValueError(f"--max_events must be at least 1 (got {self.max_events})")
+
 
 @dataclass
 class EvaluationSetup:
@@ -99,6 +103,7 @@ class EvaluationSetup:
     clustering: ClusteringConfig
     device: torch.device
     data_type: str
+    tuning: dict[str, Any] | None = None  # the grid search's result (see tune_clustering)
 
 
 def evaluation_events(state: dict[str, Any], config: EvaluationConfig) -> EventSet:
@@ -108,20 +113,23 @@ def evaluation_events(state: dict[str, Any], config: EvaluationConfig) -> EventS
     (rebuilt from the stored seed and fractions); with another file, all of its events.
     A checkpoint that names its own test set (``test_set``, shipped models) is evaluated
     on that set, simulated from its seed into ./data if absent, unless ``data_path`` or
-    a train/val/test split (of its training file) is asked for.
+    a train/val/test split (of its training file) is asked for. A missing training file
+    that training generated is simulated again the same way (``checkpoint_data``).
     """
     data = state["data"]
     if config.data_path is None and "test_set" in state and config.split in ("auto", "all"):
         simulation = SimulationConfig(**state["test_set"])
-        path = ensure_dataset(simulation, REPO_ROOT / "data")
-        events = load_events(path, simulation.track_type, max_nr_hits=None)
+        events = load_events(simulated_data(simulation), simulation.track_type, max_nr_hits=None)
         return _first_events(events, config.max_events)
-    path = config.data_path or data["path"]
+    if config.data_path is None:
+        path, own_file = training_data_path(state, config.model_name), True
+    else:
+        path, own_file = Path(config.data_path), is_training_file(config.data_path, state)
     data_type = config.data_type or data["data_type"]
     events = load_events(path, data_type, max_nr_hits=None)
     split = config.split
     if split == "auto":
-        split = "test" if Path(path).resolve() == Path(data["path"]).resolve() else "all"
+        split = "test" if own_file else "all"
     if split != "all":
         parts = split_events(events.n_events, tuple(data["split_fractions"]), data["split_seed"])
         events = events.subset(parts[("train", "val", "test").index(split)])
@@ -163,11 +171,19 @@ def evaluation_config_from(config: object) -> EvaluationConfig:
 
 
 def load_setup(config: EvaluationConfig) -> EvaluationSetup:
-    """Load checkpoint, model (best weights, eval mode), normaliser and events."""
+    """Everything an evaluation script needs, prepared the one way they all share.
+
+    Loads the checkpoint, model (best weights, eval mode), normaliser and events, checks
+    that the events support the requested efficiencies (before any model run) and, with
+    ``config.grid_search``, tunes the clustering on the validation split
+    (``setup.tuning``, ``setup.clustering`` set to the best pair).
+    """
+    if config.definition not in DEFINITIONS:
+        raise ValueError(f"unknown definition {config.definition!r}; use {DEFINITIONS}")
     device = torch.device(config.device)
     state = load_checkpoint(config.model_name, device)
     model, normaliser = model_from_checkpoint(state)
-    return EvaluationSetup(
+    setup = EvaluationSetup(
         state=state,
         model=model.to(device),
         normaliser=normaliser,
@@ -176,6 +192,12 @@ def load_setup(config: EvaluationConfig) -> EvaluationSetup:
         device=device,
         data_type=config.data_type or state["data"]["data_type"],
     )
+    check_truth_supports(setup.events, config)
+    if config.grid_search:
+        setup.tuning = tune_clustering(setup, config)
+        mcs, ms = setup.tuning["best"]
+        setup.clustering = replace(setup.clustering, min_cluster_size=mcs, min_samples=ms)
+    return setup
 
 
 def tune_clustering(setup: EvaluationSetup, config: EvaluationConfig) -> dict[str, Any]:
@@ -292,17 +314,10 @@ def evaluate_checkpoint(config: EvaluationConfig) -> dict[str, Any]:
     Keys: those of ``score_reconstruction`` (score, efficiencies), ``regression``
     (``regression_errors``), ``model_name``, ``data_type``, ``clustering`` (the settings
     used), ``timings_s`` (whole set: model, clustering), ``grid_search`` (with
-    ``--grid_search``) and ``figures`` (with ``output_dir``).
+    ``--grid_search``), ``n_non_finite_hits`` (hits predicted NaN/inf, see
+    ``reconstruct``) and ``figures`` (with ``output_dir``).
     """
-    if config.definition not in DEFINITIONS:
-        raise ValueError(f"unknown definition {config.definition!r}; use {DEFINITIONS}")
     setup = load_setup(config)
-    check_truth_supports(setup.events, config)
-    tuning = None
-    if config.grid_search:
-        tuning = tune_clustering(setup, config)
-        mcs, ms = tuning["best"]
-        setup.clustering = replace(setup.clustering, min_cluster_size=mcs, min_samples=ms)
     result = reconstruct(
         setup.model,
         setup.events,
@@ -319,10 +334,11 @@ def evaluate_checkpoint(config: EvaluationConfig) -> dict[str, Any]:
             "data_type": setup.data_type,
             "clustering": asdict(setup.clustering),
             "timings_s": result.timings,
+            "n_non_finite_hits": result.n_non_finite,
         }
     )
-    if tuning is not None:
-        metrics["grid_search"] = tuning
+    if setup.tuning is not None:
+        metrics["grid_search"] = setup.tuning
     if config.output_dir:
         metrics["figures"] = write_figures(setup, result.params, result.labels, metrics, config)
         write_json(metrics, Path(config.output_dir) / "metrics.json")
@@ -331,13 +347,15 @@ def evaluate_checkpoint(config: EvaluationConfig) -> dict[str, Any]:
     return metrics
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
+def build_arg_parser(event_display: bool = True) -> argparse.ArgumentParser:
+    """test.py's command line; ``event_display=False`` leaves out ``--display_event``
+    (for tools that draw no event display, so the option is refused, not ignored)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_name", required=True, help="checkpoint written by training")
     parser.add_argument("--data_path", help="evaluate on this file instead")
     parser.add_argument("--data_type", choices=("linear", "helical", "trackml"))
     parser.add_argument("--split", choices=SPLITS, default="auto")
-    parser.add_argument("--max_events", type=int, help="first N events of the split only")
+    parser.add_argument("--max_events", type=int, help="first N (>= 1) events of the split only")
     parser.add_argument("--min_cluster_size", type=int, help="HDBSCAN (default: checkpoint)")
     parser.add_argument("--min_samples", type=int, help="HDBSCAN (default: checkpoint)")
     parser.add_argument("--cluster_implementation", choices=IMPLEMENTATIONS, default="hdbscan")
@@ -366,7 +384,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid_min_samples", type=int, nargs="+", default=DEFAULT_GRID_MIN_SAMPLES)
     parser.add_argument("--output", help="write the metrics as JSON here")
     parser.add_argument("--output_dir", help="write metrics.json and the PNG figures here")
-    parser.add_argument("--display_event", type=int, default=0, help="event display: position")
+    if event_display:
+        parser.add_argument("--display_event", type=int, default=0, help="event display: position")
     return parser
 
 
@@ -375,11 +394,19 @@ def config_from_args(
     parser: argparse.ArgumentParser | None = None,
     config_class: type[EvaluationConfig] = EvaluationConfig,
 ) -> EvaluationConfig:
-    """Parse the command line into ``config_class`` (EvaluationConfig or a subclass)."""
-    args = vars((parser or build_arg_parser()).parse_args(argv))
+    """Parse the command line into ``config_class`` (EvaluationConfig or a subclass).
+
+    A value the config refuses (e.g. ``--max_events 0``) exits with argparse's usage
+    message, like any other bad option.
+    """
+    parser = parser or build_arg_parser()
+    args = vars(parser.parse_args(argv))
     for name in ("grid_min_cluster_size", "grid_min_samples"):
         args[name] = tuple(args[name])
-    return config_class(**args)
+    try:
+        return config_class(**args)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

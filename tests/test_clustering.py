@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from evaluation.clustering import (
     cluster_event,
     cluster_events,
     cluster_events_timed,
+    count_non_finite,
     grid_search,
     published_setting,
 )
@@ -220,6 +222,39 @@ def test_grid_search_picks_the_best_pair() -> None:
     assert table["trackml_score"].max() == 1.0
     with pytest.raises(ValueError, match="rows"):
         grid_search(params[:-1], offsets, truth, [3], [2])
+
+
+def test_non_finite_predictions_are_counted_and_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    params, offsets, truth = make_events(4, seed=7)
+    event_id = truth["event_id"].to_numpy()
+    with caplog.at_level(logging.WARNING, logger="evaluation.clustering"):
+        assert count_non_finite(params, event_id) == 0
+    assert not caplog.records
+    # NaN in one coordinate of 2 hits of the third event, inf in one hit of the second.
+    bad = params.copy()
+    third, second = offsets[2], offsets[1]
+    bad[[third, third + 1], 1] = np.nan
+    bad[second + 2, 0] = np.inf
+    with caplog.at_level(logging.WARNING, logger="evaluation.clustering"):
+        assert count_non_finite(bad, event_id, "validation hits") == 3
+    (record,) = caplog.records  # one warning for the whole set, not one per hit or event
+    ids = pd.unique(event_id[[second, third]])
+    assert (
+        f"3 of {len(params)} validation hits (in 2 events, first event_id {ids[0]}, {ids[1]})"
+        in (record.getMessage())
+    )
+    # Clustering keeps going: those hits become outliers, i.e. singletons by default.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="evaluation.clustering"):
+        grid_search(bad, offsets, truth, [3], [2])
+    assert len(caplog.records) == 1 and "3 of" in caplog.records[0].getMessage()
+    labels = cluster_events(bad, offsets, ClusteringConfig(min_cluster_size=3))
+    for row, event in ((third, 2), (third + 1, 2), (second + 2, 1)):
+        assert (labels[offsets[event] : offsets[event + 1]] == labels[row]).sum() == 1
+    with pytest.raises(ValueError, match="event_id has"):
+        count_non_finite(params, event_id[:-1])
 
 
 def test_config_validation_and_published_settings() -> None:

@@ -7,6 +7,7 @@ for a real checkpoint: these tests check the plumbing (files, keys, tables), not
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -15,13 +16,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import Tensor, nn
 
 import training
+from checkpoint import load_checkpoint, save_checkpoint
+from custom_encoder import AttentionLayout
 from data_processing.dataset import EventSet, Normaliser
 from data_processing.redvid import SimulationConfig, generate_dataset
-from evaluation import performance_stats
+from evaluation import checkpoint_data, inference, performance_stats
 from evaluation import test as evaluation_test
-from evaluation.inference import regression_errors, score_reconstruction
+from evaluation.clustering import ClusteringConfig
+from evaluation.inference import reconstruct, regression_errors, score_reconstruction
+from refiner import training_refiner
+from tests.oracles import DirectionOracle, straight_track_event
 
 MIN_PNG_BYTES = 10_000
 SCORE_KEYS = {
@@ -334,9 +341,9 @@ def test_score_reconstruction_of_the_truth() -> None:
 def test_a_shipped_checkpoint_is_scored_on_the_test_set_it_names(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from checkpoint import inference_checkpoint, load_checkpoint, save_checkpoint
+    from checkpoint import inference_checkpoint
 
-    monkeypatch.setattr(evaluation_test, "REPO_ROOT", tmp_path)  # test sets go to tmp
+    monkeypatch.setattr(checkpoint_data, "REPO_ROOT", tmp_path)  # test sets go to tmp
     state = load_checkpoint(checkpoint)
     test_set = {"n_events": 30, "tracks": "3", "track_type": "linear", "seed": 11}
     shipped = tmp_path / "shipped.pt"
@@ -352,3 +359,179 @@ def test_a_shipped_checkpoint_is_scored_on_the_test_set_it_names(
     resume = _tiny_config(Path(state["data"]["path"]), shipped, "linear", epochs=3)
     with pytest.raises(ValueError, match="inference-only"):
         training.train(replace(resume, resume=True))
+
+
+def test_performance_stats_applies_the_grid_search_and_refuses_display_event(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A one-pair grid whose pair, (3, 1), is not the checkpoint's (2, 3): the timed
+    # clustering must run with it, as test.py's does.
+    options = ["--model_name", str(checkpoint), "--grid_search", "--grid_min_cluster_size"]
+    options += ["3", "--grid_min_samples", "1", "--max_events", "6", "--cluster_jobs", "1"]
+    timing = ["--timed_events", "2", "--warmup", "1", "--cpu_threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        stats = performance_stats.main([*options, *timing, "--output_dir", str(tmp_path / "perf")])
+    finally:
+        torch.set_num_threads(threads)
+    assert stats["grid_search"]["best"] == [3, 1] and stats["grid_search"]["n_events"] == 6
+    clustering = stats["clustering"]
+    assert (clustering["min_cluster_size"], clustering["min_samples"]) == (3, 1)
+    table = (tmp_path / "perf" / "performance.md").read_text()
+    assert "| HDBSCAN settings | grid search on 6 validation events: min_cluster_size 3" in table
+    assert "(HDBSCAN hdbscan, mcs 3, ms 1, 1 process)" in table
+    # The same tuning as test.py's, from the one shared setup.
+    metrics = evaluation_test.main(options)
+    assert metrics["grid_search"] == stats["grid_search"]
+    assert metrics["trackml_score"] == stats["trackml_score"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        performance_stats.main(["--model_name", str(checkpoint), "--display_event", "3"])
+    assert "unrecognized arguments: --display_event 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_max_events_below_one_is_refused(
+    checkpoint: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for tool in (evaluation_test, performance_stats):
+        with pytest.raises(SystemExit):
+            tool.main(["--model_name", str(checkpoint), "--max_events", value])
+        assert f"--max_events must be at least 1 (got {value})" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluation_test.EvaluationConfig(model_name=str(checkpoint), max_events=int(value))
+
+
+def unassigned_example() -> tuple[EventSet, np.ndarray]:
+    """One event: particles 1, 2 (6 hits each), 4 noise hits, every hit weight 1 (as REDVID).
+
+    Returns the events and the labels of ``--noise unassigned``: all 6 hits of particle 1
+    in track 0, 4 of particle 2's in track 1, the rest (2 of particle 2, the noise) -1.
+    """
+    particle_id = [1] * 6 + [2] * 6 + [0] * 4
+    target = np.where(np.array(particle_id) > 0, np.array(particle_id, dtype=float), np.nan)
+    table = pd.DataFrame(
+        {
+            "event_id": 0,
+            "hit_id": np.arange(16),
+            "particle_id": particle_id,
+            "weight": 1.0,
+            "x": np.arange(16.0),
+            "y": np.arange(16.0) ** 2,
+            "z": np.ones(16),
+            "a": target,
+            "b": -target,
+        }
+    )
+    labels = np.array([0] * 6 + [1] * 4 + [-1] * 6)
+    return EventSet.from_table(table, ("x", "y", "z"), ("a", "b")), labels
+
+
+def test_unassigned_hits_are_in_no_track_and_efficiencies_run_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events, labels = unassigned_example()
+    calls = []
+
+    def counted(*args: object, **kwargs: object) -> dict:
+        calls.append(kwargs.get("definition"))
+        return scoring_efficiencies(*args, **kwargs)
+
+    scoring_efficiencies = inference.efficiencies
+    monkeypatch.setattr(inference, "efficiencies", counted)
+    result = score_reconstruction(events, labels)
+    # The default (trackformers, pT >= 0) is both the headline and the named set.
+    assert calls == ["trackformers"]
+    # Noise weighs 0: total 12. Track 0 all of particle 1 (+6), track 1 4 of particle 2's
+    # 6 (+4); the -1 hits are in no track. Clusters: tracks 0 and 1, both matched.
+    assert result["trackml_score"] == pytest.approx(10 / 12, abs=1e-15)
+    assert (result["n_tracks"], result["lhc"], result["fake_rate"]) == (2, 1.0, 0.0)
+    assert (result["perfect"], result["double_majority"]) == (0.5, 1.0)
+    assert result["efficiencies"]["trackformers"]["n_tracks"] == 2
+
+
+class DivergingOracle(nn.Module):
+    """The exact direction oracle, except that hits within r < 1.5 come out NaN."""
+
+    def __init__(self, normaliser: Normaliser) -> None:
+        super().__init__()
+        self.oracle = DirectionOracle(normaliser)
+        self.normaliser = normaliser
+
+    def forward(self, x: Tensor, layout: AttentionLayout) -> Tensor:
+        norm = self.normaliser
+        std, mean = (torch.as_tensor(v, dtype=x.dtype) for v in (norm.input_std, norm.input_mean))
+        near = torch.linalg.vector_norm(x * std + mean, dim=-1) < 1.5
+        out = self.oracle(x, layout)
+        return torch.where(near[..., None], torch.full_like(out, float("nan")), out)
+
+
+def test_reconstruct_counts_and_warns_about_non_finite_predictions(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 3 straight tracks of 8 hits (r = 1..8); the model diverges on the first hit of each.
+    events = straight_track_event({1: (0.6, 0.3), 2: (2.1, -2.0), 3: (1.4, 1.5)})
+    normaliser = Normaliser.fit(events)
+    model = DivergingOracle(normaliser)
+    clustering = ClusteringConfig(min_cluster_size=3, min_samples=2, n_jobs=1)
+    with caplog.at_level(logging.WARNING, logger="evaluation.clustering"):
+        result = reconstruct(model, events, normaliser, clustering)
+    assert result.n_non_finite == 3
+    (record,) = caplog.records
+    assert "3 of 24 hits (in 1 events, first event_id 0)" in record.getMessage()
+    # The 3 NaN hits are singletons; the other 7 hits of each track form its cluster, so
+    # each track is good with 7 of its 8 hits: score 21 / 24.
+    nan_rows = np.flatnonzero(~np.isfinite(result.params).all(axis=1))
+    assert len(nan_rows) == 3
+    assert all((result.labels == result.labels[row]).sum() == 1 for row in nan_rows)
+    assert score_reconstruction(events, result.labels)["trackml_score"] == 21 / 24
+
+
+def test_a_missing_generated_training_file_is_simulated_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Train where training generates its default set (data_path None) ...
+    monkeypatch.setattr(training, "REPO_ROOT", tmp_path / "original")
+    config = replace(
+        _tiny_config(Path("unused"), tmp_path / "m.pt", "linear", epochs=1),
+        data_path=None,
+        tracks="3",
+        n_events=100,
+        seed=3,
+    )
+    training.train(config)
+    stored = Path(load_checkpoint(tmp_path / "m.pt")["data"]["path"])
+    assert stored == tmp_path / "original" / "data" / "redvid_linear_3_100ev_seed3.csv"
+    val = evaluation_test.EvaluationConfig(str(tmp_path / "m.pt"), split="val", cluster_jobs=1)
+    before = evaluation_test.evaluate_checkpoint(val)
+    # ... then evaluate from a "fresh clone" elsewhere, where that file does not exist.
+    stored.unlink()
+    monkeypatch.setattr(checkpoint_data, "REPO_ROOT", tmp_path / "clone")
+    capsys.readouterr()
+    after = evaluation_test.evaluate_checkpoint(val)
+    rebuilt = tmp_path / "clone" / "data" / stored.name
+    assert f"training data {stored} not found; simulating it again" in capsys.readouterr().out
+    assert rebuilt.exists()
+    # The same events: the same 15 validation events, the same numbers.
+    assert after["n_events"] == before["n_events"] == 15
+    assert after["trackml_score"] == before["trackml_score"]
+    assert after["regression"] == before["regression"]
+    # The rebuilt copy still counts as the training file: "auto" picks its test split.
+    copy = replace(val, data_path=str(rebuilt), split="auto")
+    state = load_checkpoint(tmp_path / "m.pt")
+    assert evaluation_test.evaluation_events(state, copy).n_events == 15
+    # The refiner's --base_model finds it too.
+    refiner_data = training_refiner.RefinerDataConfig(base_model=str(tmp_path / "m.pt"))
+    assert training_refiner.resolve_source(refiner_data)[0] == rebuilt
+
+    # A file the user gave at training time cannot be rebuilt: a clear error naming it.
+    state["train_config"]["data_path"] = str(tmp_path / "mine.csv")
+    state["data"]["path"] = str(tmp_path / "mine.csv")
+    save_checkpoint(state, tmp_path / "user.pt")
+    message = re.escape(f"user.pt: its training data {tmp_path / 'mine.csv'} does not exist")
+    with pytest.raises(FileNotFoundError, match=message):
+        evaluation_test.evaluate_checkpoint(replace(val, model_name=str(tmp_path / "user.pt")))
+    with pytest.raises(FileNotFoundError, match=message):
+        training_refiner.resolve_source(
+            training_refiner.RefinerDataConfig(base_model=str(tmp_path / "user.pt"))
+        )

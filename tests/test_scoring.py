@@ -138,6 +138,80 @@ def test_noise_hits_do_not_change_the_score() -> None:
     assert score_event(truth, submission) == pytest.approx(0.6, abs=1e-15)
 
 
+# A = hits 1-4, B = hits 5-8, noise = hits 9-11, and EVERY hit weight 1 (as REDVID files
+# give it). T1 = {1,2,3,4}: all of A, good, +4. T2 = {5,6}, T3 = {7,8}: 2 of B's 4 hits
+# each (exactly 50 %), not good. Noise weighs 0 whatever the file says, so the total is 8
+# and the score 4 / 8 = 0.5 wherever the noise goes. Were the file's weight used, the
+# total would be 11 and the noise track below good: (4 + 3) / 11.
+NOISY_PARTICLES = [1] * 4 + [2] * 4 + [0] * 3
+NOISY_TRACKS = [1] * 4 + [2, 2, 3, 3]
+
+
+@pytest.mark.parametrize(
+    "noise_tracks",
+    [[4, 4, 4], [4, 5, 6], [1, 1, 1], [-1, -1, -1]],
+    ids=["one_noise_track", "singletons", "inside_T1", "unassigned"],
+)
+@pytest.mark.parametrize("noise_weight", [1.0, 7.5])
+def test_noise_weighs_zero_whatever_truth_says(
+    noise_tracks: list[int], noise_weight: float
+) -> None:
+    # (inside_T1: T1 = 4 A + 3 noise is still 4/7 > 50 % A and all of A: good, +4.)
+    truth = make_truth(NOISY_PARTICLES, [1.0] * 8 + [noise_weight] * 3)
+    submission = make_submission(NOISY_TRACKS + noise_tracks)
+    assert score_event(truth, submission) == 0.5
+    # 5 track hits + 3 noise hits, all weight 1, noise in one track of its own: 5/5.
+    truth = make_truth([1] * 5 + [0] * 3)
+    assert score_event(truth, make_submission([1] * 5 + [2] * 3)) == 1.0
+    assert score_event(truth, make_submission([1] * 4 + [2] + [3] * 3)) == 0.8
+    pairs = pair_table(truth, make_submission([1] * 5 + [2] * 3)).set_index("particle_id")
+    assert pairs.loc[0, "weight"] == 0.0 and pairs.loc[1, "weight"] == 5.0
+
+
+def test_an_event_of_noise_only_has_no_score() -> None:
+    with pytest.raises(ValueError, match=r"total truth weight is 0 .*noise"):
+        score_event(make_truth([0, 0, 0]), make_submission([1, 1, 1]))
+
+
+def test_unassigned_hits_are_in_no_track() -> None:
+    # A = hits 1-4, B = hits 5-8, unit weights. T1 = all of A (+4). B's hits all carry
+    # -1: unassigned, no credit, so 4 / 8. As one shared track B would be good: 8 / 8.
+    truth = make_truth([1] * 4 + [2] * 4)
+    assert score_event(truth, make_submission([1] * 4 + [-1] * 4)) == 0.5
+    assert score_event(truth, make_submission([1] * 4 + [7] * 4)) == 1.0
+    # Any negative label is unassigned, not only -1; mixing them changes nothing.
+    assert score_event(truth, make_submission([1] * 4 + [-1, -3, -1, -2])) == 0.5
+    # String labels cannot be negative: "-1" is an ordinary track.
+    strings = make_submission(["a"] * 4 + ["-1"] * 4)
+    assert score_event(truth, strings) == 1.0
+
+
+def test_score_per_event_and_efficiencies_of_unassigned_hits_by_hand() -> None:
+    # Two particles of 6 hits and 4 noise hits (noise weight 0); clusters: all 6 hits of
+    # P1, 4 of P2's 6 hits; the rest (2 P2, 4 noise) -1. Score: (6 + 4) / 12. As one
+    # shared track the rest would be a third cluster (majority noise: a fake), giving
+    # LHC 2/3, fake 1/3 and 3 tracks instead of 1, 0 and 2.
+    truth = make_truth([1] * 6 + [2] * 6 + [0] * 4, [1.0] * 12 + [0.0] * 4)
+    submission = make_submission([0] * 6 + [1] * 4 + [-1] * 6)
+    truth, submission = truth.assign(event_id=4), submission.assign(event_id=4)
+    assert score_per_event(truth, submission).loc[4] == pytest.approx(10 / 12, abs=1e-15)
+    found = efficiencies(truth, submission)
+    assert (found["n_tracks"], found["lhc"], found["fake_rate"]) == (2, 1.0, 0.0)
+    assert (found["perfect"], found["double_majority"]) == (0.5, 1.0)
+    assert found["n_submitted_tracks"] == 2
+    shared = efficiencies(truth, submission.assign(track_id=[0] * 6 + [1] * 4 + [2] * 6))
+    assert (shared["n_tracks"], shared["lhc"]) == (3, pytest.approx(2 / 3))
+    assert shared["fake_rate"] == pytest.approx(1 / 3)
+
+
+def test_empty_input_raises_value_error() -> None:
+    empty_truth = make_truth([]).astype({"particle_id": int})
+    with pytest.raises(ValueError, match="no hits to score"):
+        score_event(empty_truth, make_submission([]))
+    with pytest.raises(ValueError, match="no hits to score"):
+        score_per_event(empty_truth.assign(event_id=0), make_submission([]).assign(event_id=0))
+
+
 def test_every_hit_its_own_track_scores_zero() -> None:
     # Particles of 3, 4 and 5 hits: a singleton holds at most 1/3 of its particle.
     truth = make_truth([1] * 3 + [2] * 4 + [3] * 5)
@@ -149,7 +223,8 @@ def test_score_is_invariant_to_row_order_and_track_labels() -> None:
     submission = make_submission([*MIXED_TRACKS, 4, 9, 9])
     expected = score_event(truth, submission)
     rng = np.random.default_rng(0)
-    relabel = dict(zip(range(10), rng.permutation(10) * 1000 - 4321, strict=True))
+    # Any non-negative labels (a negative one would mean "unassigned").
+    relabel = dict(zip(range(10), rng.permutation(10) * 1000 + 4321, strict=True))
     shuffled = submission.assign(track_id=submission["track_id"].map(relabel)).sample(
         frac=1.0, random_state=1
     )
@@ -245,6 +320,17 @@ def test_misassigned_hits_by_hand() -> None:
     assert not misassigned_hits(np.array(particle_id), np.array([1] * 4 + [2] * 3 + [8, 9])).any()
 
 
+def test_misassigned_hits_with_unassigned_labels() -> None:
+    particle_id = np.array([1, 1, 1, 2, 2, 0, 0])
+    track_id = np.array([3, 3, -1, -1, -1, -1, 5])
+    # Hits 1-2: P1 in track 3, which P1 leads -> fine. Hit 3: P1 left unassigned, and
+    # hits 4-5: all of P2 unassigned -> misassigned. (Were -1 one track, P2 would lead it
+    # and hits 4-5 would count as fine.) Hit 6: noise unassigned -> fine. Hit 7: noise
+    # alone in track 5 -> fine.
+    expected = [False, False, True, True, True, False, False]
+    assert misassigned_hits(particle_id, track_id).tolist() == expected
+
+
 # ---------------------------------------------------------------------------------------
 # Efficiencies on a hand-built event
 # ---------------------------------------------------------------------------------------
@@ -256,8 +342,8 @@ EFF_PARTICLES = [1] * 4 + [2] * 4 + [3] * 6 + [4] * 3 + [0] * 3
 #   T2 = {5,6,7,18}     3/4 P2 (75 %, not > 75 %), 3 of P2's 4 hits -> DM, not LHC
 #   T4 = {9,10,11}      pure, 3 of P3's 6 hits (exactly 50 %)        -> LHC, not DM
 #   T5 = {12,13,14}     same                                         -> LHC, not DM
-#   T(-1) = {15,16,19,20}  2/4 P4, 2/4 noise                          -> nothing (fake)
-# Not clusters: T3 = {8}, T7 = {17}.
+# Not clusters: T3 = {8}, T7 = {17}, and label -1 = {15,16,19,20} (2 P4, 2 noise hits):
+# unassigned, in no track (EFF_SHARED_LABEL gives the same hits a shared label instead).
 EFF_TRACKS = [1] * 4 + [2, 2, 2, 3] + [4] * 3 + [5] * 3 + [-1, -1, 7] + [2, -1, -1]
 # Each particle climbs one pixel layer per hit (volume 8, layers 2, 4, 6, ...), except P4
 # whose three hits sit on layers 2, 2, 4: only 2 distinct layers, not reconstructable.
@@ -282,6 +368,10 @@ def eff_event() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return truth, make_submission(EFF_TRACKS), particles
 
 
+#: EFF_TRACKS with the unassigned hits under one shared label >= 0 (6): one real track.
+EFF_SHARED_LABEL = [6 if t == -1 else t for t in EFF_TRACKS]
+
+
 def test_trackformers_efficiencies_by_hand() -> None:
     truth, submission, particles = eff_event()
     result = efficiencies(truth, submission, particles, definition="trackformers")
@@ -289,14 +379,22 @@ def test_trackformers_efficiencies_by_hand() -> None:
     assert result["n_particles"] == 4
     assert result["perfect"] == 0.25
     assert result["double_majority"] == 0.5
-    # Clusters T1, T2, T4, T5, T(-1): LHC T1, T4, T5 -> 3/5; DM T1, T2 -> fake 1 - 2/5.
-    assert result["n_tracks"] == 5
-    assert result["lhc"] == pytest.approx(0.6)
-    assert result["fake_rate"] == pytest.approx(0.6)
+    # Clusters T1, T2, T4, T5 (-1 is none): LHC T1, T4, T5 -> 3/4; DM T1, T2 -> fake 1/2.
+    assert result["n_tracks"] == 4
+    assert result["lhc"] == 0.75
+    assert result["fake_rate"] == 0.5
     # LHC-matched particles P1 (T1) and P3 (T4 and T5): P3 is duplicated -> 1/2.
     assert result["n_lhc_matched_particles"] == 2
     assert result["duplicate_rate"] == 0.5
-    assert result["n_submitted_tracks"] == 7
+    assert result["n_submitted_tracks"] == 6  # labels 1, 2, 3, 4, 5, 7
+
+    # The same hits under a shared label 6 are a 4-hit cluster, majority noise (2 P4 and
+    # 2 noise; ties go to the smaller id, 0): a fake. Clusters T1, T2, T4, T5, T6:
+    # LHC 3/5, fake 1 - 2/5.
+    shared = efficiencies(truth, make_submission(EFF_SHARED_LABEL), particles)
+    assert (shared["n_tracks"], shared["n_submitted_tracks"]) == (5, 7)
+    assert shared["lhc"] == pytest.approx(0.6)
+    assert shared["fake_rate"] == pytest.approx(0.6)
 
 
 def test_trackformers_denominator_needs_min_cluster_size_hits() -> None:
@@ -321,13 +419,20 @@ def test_trackformers_with_a_pt_cut_by_hand() -> None:
     assert result["n_particles"] == 3
     assert result["perfect"] == pytest.approx(1 / 3)
     assert result["double_majority"] == pytest.approx(2 / 3)
-    # Clusters: T4, T5 belong to P3 (outside the cut) -> not counted. T(-1) = {15,16,19,
-    # 20} is 2 P4 + 2 noise, majority noise (ties go to the smaller id, 0): a fake that
-    # still counts. So T1, T2, T(-1): LHC T1 -> 1/3; DM T1, T2 -> fake 1/3.
+    # Clusters: T4, T5 belong to P3 (outside the cut) -> not counted; -1 is no cluster.
+    # So T1, T2: LHC T1 -> 1/2; DM T1, T2 -> fake 0.
+    assert result["n_tracks"] == 2
+    assert result["lhc"] == 0.5
+    assert result["fake_rate"] == 0.0
+    assert result["duplicate_rate"] == 0.0
+    # Under a shared label 6 those hits form a noise-majority cluster: a fake that still
+    # counts (its majority is noise, not a particle outside the cut). T1, T2, T6: LHC
+    # T1 -> 1/3; DM T1, T2 -> fake 1/3.
+    shared = make_submission(EFF_SHARED_LABEL)
+    result = efficiencies(truth, shared, particles, "trackformers", pt_min=0.9)
     assert result["n_tracks"] == 3
     assert result["lhc"] == pytest.approx(1 / 3)
     assert result["fake_rate"] == pytest.approx(1 / 3)
-    assert result["duplicate_rate"] == 0.0
     # Without kinematics a pT cut is an error, not silently skipped.
     with pytest.raises(ValueError, match="kinematics"):
         efficiencies(truth, submission, None, "trackformers", pt_min=0.9)
