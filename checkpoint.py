@@ -14,13 +14,12 @@ weights (``model_state_dict`` is the same tensors), has an empty optimizer state
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from data_processing.common import atomic_write
 from data_processing.dataset import Normaliser
 from model import ModelConfig, TransformerRegressor
 
@@ -38,20 +37,12 @@ REQUIRED_KEYS = (
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: a killed run never leaves a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a checkpoint is for sharing
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write ``state`` to ``path`` atomically: a killed run never leaves a half file.
+
+    The file is shareable (mode 0644 less the umask), see ``common.atomic_write``.
+    """
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

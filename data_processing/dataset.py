@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from custom_encoder import AttentionLayout
+from data_processing.common import read_csv
 
 DATA_TYPES = ("linear", "helical", "trackml")
 CORE_COLUMNS = ("event_id", "hit_id", "particle_id", "weight")
@@ -62,16 +63,165 @@ def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], source: str)
         raise ValueError(f"{source}: missing column(s) {missing}; found {list(frame.columns)}")
 
 
-def _require_finite(frame: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
+# Columns of a REDVID file that hold numbers; the ids among them must be whole numbers.
+REDVID_ID_COLUMNS = ("event_id", "track_id", "hit_id")
+# (The sub-detector and track-type labels are not read as numbers.)
+REDVID_NUMERIC_COLUMNS = (
+    *(c for c in REDVID_COLUMNS if c not in ("sub_detector_id", "sub_detector_type", "track_type")),
+    *REDVID_LINEAR_DIRECTION_COLUMNS,
+)
+# ``track_type`` values of track hits accepted for each data type: REDVID calls its
+# helix model "helical expanding"; our simulator writes the data type itself.
+REDVID_TRACK_TYPES = {
+    "linear": ("linear",),
+    "helical": ("helical", "helical_expanding", "helical expanding"),
+}
+# Row i of a CSV read by pandas is line i + 2 of the file (line 1 is the header).
+_CSV_FIRST_DATA_LINE = 2
+
+
+def _where(frame: pd.DataFrame, bad: np.ndarray, first_line: int | None) -> str:
+    """'first in event(s) [...]' for the rows ``bad`` ([N] bool, some True) of ``frame``,
+    plus the file line of the first one when the rows are lines of a file."""
+    events = pd.unique(frame["event_id"].to_numpy()[bad])[:5].tolist()
+    text = f"first in event(s) {events}"
+    if first_line is not None:
+        text += f" (line {int(np.flatnonzero(bad)[0]) + first_line})"
+    return text
+
+
+def _require_numeric(
+    frame: pd.DataFrame, columns: tuple[str, ...], source: str, first_line: int | None = None
+) -> pd.DataFrame:
+    """``frame`` with ``columns`` as numbers: int64 where pandas read integers, else float64.
+
+    A cell that is not a number (text such as "abc"; an empty cell stays NaN for the
+    finiteness checks) raises ValueError naming ``source``, the column, the value and
+    the first event holding it.
+    """
+    converted = {}
+    for column in columns:
+        values = frame[column]
+        if pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            converted[column] = values.to_numpy(np.int64)
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        if pd.api.types.is_bool_dtype(values):
+            # pandas would turn True/False into 1/0, but it is no coordinate or id.
+            bad = np.ones(len(values), dtype=bool)
+        else:
+            bad = (numbers.isna() & values.notna()).to_numpy()
+        if bad.any():
+            example = values.to_numpy()[bad][0]
+            raise ValueError(
+                f"{source}: column {column!r} has {int(bad.sum())} non-numeric value(s) "
+                f"such as {example!r}, {_where(frame, bad, first_line)}"
+            )
+        converted[column] = numbers.to_numpy(np.float64)
+    return frame.assign(**converted)
+
+
+def _require_finite(
+    frame: pd.DataFrame, columns: tuple[str, ...], source: str, first_line: int | None = None
+) -> None:
+    """Raise ValueError naming ``source``, the column and the first event of a NaN/inf."""
     for column in columns:
         values = frame[column].to_numpy(dtype=np.float64)
         bad = ~np.isfinite(values)
         if bad.any():
-            events = frame.loc[bad, "event_id"].unique()[:5].tolist()
             raise ValueError(
                 f"{source}: column {column!r} has {int(bad.sum())} NaN/inf value(s), "
-                f"first in event(s) {events}"
+                f"{_where(frame, bad, first_line)}"
             )
+
+
+def _require_integral(
+    frame: pd.DataFrame, columns: tuple[str, ...], source: str, first_line: int | None = None
+) -> None:
+    """Raise ValueError for an id column holding a fractional or out-of-int64 value.
+
+    Casting 0.5 to int64 would silently merge it into id 0. Expects finite values.
+    """
+    for column in columns:
+        values = frame[column].to_numpy()
+        if values.dtype.kind in "iu":
+            continue
+        bad = (values != np.floor(values)) | (np.abs(values) >= 2.0**63)
+        if bad.any():
+            raise ValueError(
+                f"{source}: column {column!r} must hold whole numbers (it is an id) but has "
+                f"{int(bad.sum())} other value(s) such as {values[bad][0].item()!r}, "
+                f"{_where(frame, bad, first_line)}"
+            )
+
+
+def _require_track_type(
+    frame: pd.DataFrame,
+    data_type: str,
+    is_track: np.ndarray,
+    source: str,
+    first_line: int | None = None,
+) -> None:
+    """The ``track_type`` of every track hit must name ``data_type``.
+
+    Noise hits carry no track, so their value (our simulator writes the data set's type)
+    is not checked. Without this check a helical file read as linear would load with
+    targets computed by the wrong track model.
+    """
+    values = frame["track_type"].astype(str).str.strip().str.lower().to_numpy()
+    bad = is_track & ~np.isin(values, REDVID_TRACK_TYPES[data_type])
+    if bad.any():
+        found = sorted(set(frame["track_type"].astype(str).to_numpy()[bad]))
+        raise ValueError(
+            f"{source}: read as {data_type!r} data, but column 'track_type' says {found} "
+            f"on {int(bad.sum())} track hit(s), {_where(frame, bad, first_line)}; "
+            "pass the data type the file was made with"
+        )
+
+
+def read_redvid_rows(path: str | Path, data_type: str) -> pd.DataFrame:
+    """Read and validate a REDVID ``;``-separated CSV, keeping the file's own columns.
+
+    Args:
+        path: the CSV file.
+        data_type: ``"linear"`` or ``"helical"``; must match the ``track_type`` column of
+            the track hits when the file has one.
+
+    Returns:
+        The file's rows in file order (index 0..n-1) with every column of it; event_id,
+        track_id (and hit_id when present) as int64; the other numeric REDVID columns
+        present (``REDVID_NUMERIC_COLUMNS``) as float64, or int64 where the file holds
+        integers.
+
+    Raises:
+        ValueError naming the file (and the column, value and first event or line) for:
+        an unreadable, empty or not ``;``-separated file, a missing column, a non-numeric
+        cell, NaN/inf in an id or hit coordinate, a fractional id, or a ``track_type``
+        other than ``data_type`` on a track hit.
+    """
+    source = str(path)
+    if data_type not in REDVID_TRACK_TYPES:
+        raise ValueError(f"{source}: REDVID data_type must be linear or helical, not {data_type!r}")
+    raw = read_csv(path, "';'-separated REDVID CSV file", sep=";")
+    if len(raw.columns) < 2:
+        raise ValueError(
+            f"{source}: not a ';'-separated REDVID file (header {list(raw.columns)[:3]})"
+        )
+    if raw.empty:
+        raise ValueError(f"{source}: file has a header but no hits")
+    required = ("event_id", "track_id", "hit_r", "hit_theta", "hit_z")
+    _require_columns(raw, required, source)
+    numeric = tuple(c for c in REDVID_NUMERIC_COLUMNS if c in raw.columns)
+    ids = tuple(c for c in REDVID_ID_COLUMNS if c in raw.columns)
+    line = _CSV_FIRST_DATA_LINE
+    raw = _require_numeric(raw, numeric, source, line)
+    # Target columns may be NaN on noise hits; their track hits are checked later.
+    _require_finite(raw, (*ids, "hit_r", "hit_theta", "hit_z"), source, line)
+    _require_integral(raw, ids, source, line)
+    raw = raw.assign(**{c: raw[c].to_numpy(np.int64) for c in ids})
+    if "track_type" in raw.columns:
+        _require_track_type(raw, data_type, raw["track_id"].to_numpy() != 0, source, line)
+    return raw
 
 
 def read_redvid_csv(path: str | Path, data_type: str) -> pd.DataFrame:
@@ -84,23 +234,13 @@ def read_redvid_csv(path: str | Path, data_type: str) -> pd.DataFrame:
     Returns:
         Hit table with columns event_id, hit_id, particle_id (= track_id, 0 = noise),
         weight (1 for track hits, 0 for noise), x, y, z and the target columns.
+
+    Raises:
+        ValueError naming the file for everything ``read_redvid_rows`` rejects and for
+        NaN/inf targets on a track hit.
     """
     source = str(path)
-    if data_type not in ("linear", "helical"):
-        raise ValueError(f"{source}: REDVID data_type must be linear or helical, not {data_type!r}")
-    try:
-        raw = pd.read_csv(path, sep=";")
-    except pd.errors.EmptyDataError as err:
-        raise ValueError(f"{source}: file is empty") from err
-    if len(raw.columns) < 2:
-        raise ValueError(
-            f"{source}: not a ';'-separated REDVID file (header {list(raw.columns)[:3]})"
-        )
-    if raw.empty:
-        raise ValueError(f"{source}: file has a header but no hits")
-    _require_columns(raw, ("event_id", "track_id", "hit_r", "hit_theta", "hit_z"), source)
-    _require_finite(raw, ("event_id", "track_id", "hit_r", "hit_theta", "hit_z"), source)
-
+    raw = read_redvid_rows(path, data_type)
     table = pd.DataFrame(
         {
             "event_id": raw["event_id"].to_numpy(np.int64),

@@ -6,25 +6,31 @@ one training loop and the one loader read them unchanged. The helpers they share
 
 * ``read_source_rows``: a data file's rows in its own layout (REDVID CSV columns or a
   converted TrackML hit table);
+* ``with_source_columns``: tag rows with their source event (``source_event_id``) and
+  original event (``source_event``) before their event_id is renumbered;
 * ``write_derived_rows``: write regrouped rows back in that format, atomically;
 * ``EventSelection``: which source events (parts of the 70/15/15 split) to take.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from data_processing.dataset import DATA_TYPES, split_events
+from data_processing.common import atomic_write
+from data_processing.dataset import DATA_TYPES, read_redvid_rows, split_events
 
 # Which column names the particle of a hit, per data type (the source file's own name).
 PARTICLE_COLUMN = {"linear": "track_id", "helical": "track_id", "trackml": "particle_id"}
+# Original event number of a derived file's hit: the TrackML event number for TrackML
+# data (the ``trackml_data`` contract), the source event_id for REDVID data.
 SOURCE_EVENT_COLUMN = "source_event"
+# The event_id of the hit's event in the file a derived file was made from (for a converted
+# TrackML file: the sub-event id, which ``source_event`` is not).
+SOURCE_EVENT_ID_COLUMN = "source_event_id"
 
 
 @dataclass(frozen=True)
@@ -54,8 +60,10 @@ class EventSelection:
 def read_source_rows(path: str | Path, data_type: str) -> pd.DataFrame:
     """The source file's rows in its own layout (REDVID CSV or converted TrackML table).
 
-    Returns a DataFrame with at least ``event_id`` and the data type's particle column.
-    Raises FileNotFoundError / ValueError naming the file and the missing column.
+    Returns a non-empty DataFrame with at least ``event_id`` and the data type's particle
+    column (``PARTICLE_COLUMN``), validated as the loader validates it
+    (``read_redvid_rows`` / ``read_hit_table``).
+    Raises FileNotFoundError / ValueError naming the file and what is wrong.
     """
     if data_type not in DATA_TYPES:
         raise ValueError(f"unknown data_type {data_type!r}; use one of {DATA_TYPES}")
@@ -65,32 +73,21 @@ def read_source_rows(path: str | Path, data_type: str) -> pd.DataFrame:
     if data_type == "trackml":
         from data_processing.trackml_data import read_hit_table
 
-        rows = read_hit_table(path)
-    else:
-        try:
-            rows = pd.read_csv(path, sep=";")
-        except pd.errors.EmptyDataError as err:
-            raise ValueError(f"{path}: file is empty") from err
-    needed = ("event_id", PARTICLE_COLUMN[data_type])
-    missing = [c for c in needed if c not in rows.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(rows.columns)}")
-    if rows.empty:
-        raise ValueError(f"{path}: no hits")
-    return rows
+        return read_hit_table(path)
+    return read_redvid_rows(path, data_type)
 
 
-def _write_atomically(frame: pd.DataFrame, path: Path, sep: str) -> None:
-    """Write a CSV via a temporary file and os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, sep=sep, index=False)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+def with_source_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """Source rows, before their ``event_id`` is renumbered, tagged with where they came
+    from: ``SOURCE_EVENT_ID_COLUMN`` = their event_id, and ``SOURCE_EVENT_COLUMN`` kept
+    when the source has it (a converted TrackML table names its TrackML event; a derived
+    file its original event), else also their event_id (the source's events are the
+    original events, e.g. a simulated REDVID file). Returns a new DataFrame."""
+    event_id = rows["event_id"].to_numpy()
+    tags = {SOURCE_EVENT_ID_COLUMN: event_id}
+    if SOURCE_EVENT_COLUMN not in rows.columns:
+        tags[SOURCE_EVENT_COLUMN] = event_id
+    return rows.assign(**tags)
 
 
 def write_derived_rows(rows: pd.DataFrame, data_type: str, path: str | Path) -> Path:
@@ -102,7 +99,8 @@ def write_derived_rows(rows: pd.DataFrame, data_type: str, path: str | Path) -> 
     """
     path = Path(path)
     if data_type != "trackml":
-        _write_atomically(rows, path, sep=";")
+        with atomic_write(path) as tmp:
+            rows.to_csv(tmp, sep=";", index=False)
         return path
     from data_processing.trackml_data import HIT_TABLE_DTYPES, write_hit_table
 

@@ -60,7 +60,13 @@ from scipy.sparse.csgraph import connected_components
 
 from checkpoint import load_checkpoint
 from data_processing.dataset import DeviceEvents, EventSet, Normaliser, load_events
-from data_processing.derived_data import EventSelection, read_source_rows, write_derived_rows
+from data_processing.derived_data import (
+    SOURCE_EVENT_ID_COLUMN,
+    EventSelection,
+    read_source_rows,
+    with_source_columns,
+    write_derived_rows,
+)
 from evaluation.clustering import ClusteringConfig, cluster_events
 from evaluation.inference import predict_track_params, reconstruct, score_reconstruction
 from evaluation.test import evaluation_config_from, load_setup, write_json
@@ -68,6 +74,8 @@ from model import TransformerRegressor
 
 TWO_PI = 2.0 * math.pi
 MERGE_MODES = ("labels", "params")
+# Column of a region file (and extra of a split's EventSet) holding the region index.
+REGION_COLUMN = "region"
 
 
 @dataclass(frozen=True)
@@ -161,14 +169,24 @@ class DecompositionConfig:
 
 
 def pair_codes(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, int]:
-    """Dense codes 0..n-1 of the distinct (first, second) pairs of two [N] int arrays."""
+    """Dense codes of the distinct (first, second) pairs of two [N] int64 arrays.
+
+    Returns ([N] int64 codes in 0..n-1, numbered in increasing (first, second) order; n,
+    the number of distinct pairs). Any int64 values are allowed.
+    """
     first = np.asarray(first, dtype=np.int64)
     second = np.asarray(second, dtype=np.int64)
+    if len(first) != len(second):
+        raise ValueError(f"pair_codes: {len(first)} first but {len(second)} second values")
     if len(first) == 0:
         return np.empty(0, dtype=np.int64), 0
-    low = second.min()
-    # One int64 key per pair (ids here are event positions and labels: far below 2**31).
-    keys = first * (int(second.max()) - int(low) + 1) + (second - low)
+    # Ids can be anything up to 2**63 (TrackML particle ids reach ~9e17), so a key built
+    # from the raw values could overflow int64 and give two pairs one code. Ranks of the
+    # distinct values are < N each, so rank_first * n_second + rank_second < N**2 fits
+    # int64 for any N below 3e9, and it orders the pairs as (first, second) does.
+    _, rank_first = np.unique(first, return_inverse=True)
+    distinct_second, rank_second = np.unique(second, return_inverse=True)
+    keys = rank_first.reshape(-1) * len(distinct_second) + rank_second.reshape(-1)
     uniques, codes = np.unique(keys, return_inverse=True)
     return codes.reshape(-1).astype(np.int64), len(uniques)
 
@@ -250,7 +268,7 @@ def regroup_events(
         raise ValueError("regroup_events: sizes must be positive and sum to len(rows)")
     source_event = np.repeat(events.event_id, events.sizes)[rows]
     new_extras = {name: values[rows] for name, values in events.extras.items()}
-    new_extras.update({"source_event_id": source_event, "source_row": rows, **(extras or {})})
+    new_extras.update({SOURCE_EVENT_ID_COLUMN: source_event, "source_row": rows, **(extras or {})})
     return EventSet(
         inputs=events.inputs[rows],
         targets=events.targets[rows],
@@ -287,7 +305,7 @@ def split_into_regions(events: EventSet, config: DecompositionConfig) -> RegionS
     order = np.argsort(key, kind="stable")
     row, region, key = row[order], region[order], key[order]
     keys, starts, sizes = np.unique(key, return_index=True, return_counts=True)
-    region_events = regroup_events(events, row, sizes, extras={"region": region})
+    region_events = regroup_events(events, row, sizes, extras={REGION_COLUMN: region})
     return RegionSplit(
         events=region_events,
         source_row=row,
@@ -317,7 +335,7 @@ def merge_region_labels(split: RegionSplit, region_labels: np.ndarray) -> np.nda
     # A node is a track of one region event.
     node = np.full(len(region_labels), -1, dtype=np.int64)
     node[assigned], n_nodes = pair_codes(copy_event[assigned], region_labels[assigned])
-    is_home = split.events.extras["region"] == split.home_region[split.source_row]
+    is_home = split.events.extras[REGION_COLUMN] == split.home_region[split.source_row]
     home_node = np.full(n_hits, -1, dtype=np.int64)
     home_node[split.source_row[is_home]] = node[is_home]
     if n_nodes == 0:  # nothing assigned anywhere
@@ -352,7 +370,7 @@ def decomposition_report(events: EventSet, split: RegionSplit) -> dict[str, Any]
     """
     config = split.config
     n_regions = config.n_regions
-    region_of_copy = split.events.extras["region"]
+    region_of_copy = split.events.extras[REGION_COLUMN]
     track = events.particle_id != 0
     event_index = events.hit_event_index()
     particle_codes, n_particles = pair_codes(event_index[track], events.particle_id[track])
@@ -414,9 +432,15 @@ def write_region_file(
 
     Returns:
         The ``decomposition_report`` of the written split plus ``path``. Every region event
-        is one event of the file (event_id 0..E'-1) with the source rows' columns and
-        ``source_event`` (the source event_id) and ``region`` (REDVID files only; the
-        TrackML contract keeps ``source_event``).
+        is one event of the file (event_id 0..E'-1) with the source rows' columns plus
+        (REDVID and TrackML alike):
+
+        * ``source_event_id``: the event_id of the hit's event in the source file (for a
+          converted TrackML file, the sub-event id);
+        * ``source_event``: the original event number: kept from the source when it has
+          that column (a converted TrackML file: the TrackML event number, see
+          ``trackml_data``), else the source event_id (``derived_data.with_source_columns``);
+        * ``region``: the region index, ``band * n_sectors + sector``.
     """
     events = load_events(source_path, data_type)
     rows = read_source_rows(source_path, data_type)
@@ -431,10 +455,9 @@ def write_region_file(
     ):
         raise ValueError(f"{source_path}: rows and loaded events are not aligned")
     split = split_into_regions(events, config)
-    regions = rows.iloc[split.source_row].reset_index(drop=True)
-    regions["source_event"] = regions["event_id"].to_numpy()
+    regions = with_source_columns(rows.iloc[split.source_row].reset_index(drop=True))
     regions["event_id"] = split.events.hit_event_index()
-    regions["region"] = split.events.extras["region"]
+    regions[REGION_COLUMN] = split.events.extras[REGION_COLUMN]
     path = write_derived_rows(regions, data_type, out_path)
     return {"path": str(path), **decomposition_report(events, split)}
 
@@ -476,7 +499,7 @@ def reconstruct_by_regions(
         data = DeviceEvents.from_events(split.events, normaliser, device)
         params = predict_track_params(model.to(device), data, batch_size).cpu().numpy()
         timings["model_s"] = time.perf_counter() - start
-        is_home = split.events.extras["region"] == split.home_region[split.source_row]
+        is_home = split.events.extras[REGION_COLUMN] == split.home_region[split.source_row]
         merged = np.empty((events.n_hits, params.shape[1]), dtype=params.dtype)
         merged[split.source_row[is_home]] = params[is_home]
         start = time.perf_counter()

@@ -48,8 +48,6 @@ import argparse
 import contextlib
 import math
 import os
-import re
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -62,6 +60,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from tqdm import tqdm
 
+from data_processing.common import atomic_write, parse_count_range
 from data_processing.dataset import REDVID_COLUMNS
 
 TrackType = Literal["linear", "helical"]
@@ -196,16 +195,7 @@ def parse_track_range(spec: str) -> tuple[int, int]:
     Returns:
         (min, max) with 1 <= min <= max.
     """
-    if spec in TRACK_PRESETS:
-        return TRACK_PRESETS[spec]
-    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", spec)
-    if match is None:
-        raise ValueError(f"track count must look like 'N' or 'MIN-MAX', got {spec!r}")
-    low = int(match.group(1))
-    high = int(match.group(2)) if match.group(2) is not None else low
-    if low < 1 or high < low:
-        raise ValueError(f"track count range must satisfy 1 <= MIN <= MAX, got {spec!r}")
-    return low, high
+    return parse_count_range(spec, "track count")
 
 
 @dataclass(frozen=True)
@@ -509,17 +499,8 @@ def iter_event_chunks(
     Yields:
         DataFrames with ``REDVID_COLUMNS``, events in increasing order.
     """
-    if chunk_events < 1:
-        raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
-    blocks_per_chunk = -(-chunk_events // EVENTS_PER_SEED_BLOCK)
-    step = blocks_per_chunk * EVENTS_PER_SEED_BLOCK
-    for chunk_start in range(0, config.n_events, step):
-        chunk_end = min(chunk_start + step, config.n_events)
-        blocks = [
-            _simulate_block(config, start, min(EVENTS_PER_SEED_BLOCK, chunk_end - start))
-            for start in range(chunk_start, chunk_end, EVENTS_PER_SEED_BLOCK)
-        ]
-        yield pd.concat(blocks, ignore_index=True) if len(blocks) > 1 else blocks[0]
+    for start, end in _chunk_bounds(config.n_events, chunk_events):
+        yield _simulate_range(config, start, end)
 
 
 def simulate_events(config: SimulationConfig) -> pd.DataFrame:
@@ -529,10 +510,7 @@ def simulate_events(config: SimulationConfig) -> pd.DataFrame:
         DataFrame with exactly ``REDVID_COLUMNS`` (one row per hit; lengths in m,
         hit_theta the azimuth in rad in [-pi, pi)), hits shuffled within each event.
     """
-    if config.n_events == 0:
-        return _simulate_block(config, 0, 0)
-    chunks = list(iter_event_chunks(config, max(config.n_events, 1)))
-    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+    return _simulate_range(config, 0, config.n_events)
 
 
 def write_redvid_csv(
@@ -581,56 +559,68 @@ class _WriteSummary:
     n_noise_hits: int
 
 
-def _chunk_csv(config: SimulationConfig, chunk_start: int, chunk_end: int) -> tuple[bytes, ...]:
-    """CSV bytes (no header) and counts of events chunk_start .. chunk_end - 1."""
-    blocks = [
-        _simulate_block(config, start, min(EVENTS_PER_SEED_BLOCK, chunk_end - start))
-        for start in range(chunk_start, chunk_end, EVENTS_PER_SEED_BLOCK)
-    ]
-    chunk = pd.concat(blocks, ignore_index=True) if len(blocks) > 1 else blocks[0]
-    is_noise = chunk["track_id"].to_numpy() == 0
-    # Track ids run 1..n in each event, so the max per event counts tracks.
-    n_tracks = int(chunk.groupby("event_id")["track_id"].max().sum())
-    return redvid_csv_bytes(chunk, header=False), len(chunk), n_tracks, int(is_noise.sum())
-
-
 def _chunk_bounds(n_events: int, chunk_events: int) -> list[tuple[int, int]]:
+    """(start, end) event ranges of about ``chunk_events`` events covering 0..n_events-1.
+
+    Every range but the last holds whole seed blocks (``EVENTS_PER_SEED_BLOCK``), so it
+    starts on a block boundary and ``_simulate_range`` draws each block exactly as a
+    single in-memory simulation does.
+    """
     if chunk_events < 1:
         raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
     step = -(-chunk_events // EVENTS_PER_SEED_BLOCK) * EVENTS_PER_SEED_BLOCK
     return [(start, min(start + step, n_events)) for start in range(0, n_events, step)]
 
 
+def _simulate_range(config: SimulationConfig, start: int, end: int) -> pd.DataFrame:
+    """Events ``start .. end - 1`` (``start`` on a seed-block boundary), block by block.
+
+    The one place events are simulated for ``iter_event_chunks``, ``simulate_events`` and
+    the file writer, so a written file equals ``simulate_events(config)``.
+    """
+    if start % EVENTS_PER_SEED_BLOCK:
+        # _simulate_block restarts its block's random stream: a range must start with it.
+        raise ValueError(f"event range must start on a seed block boundary, got {start}")
+    if start >= end:
+        return _simulate_block(config, start, 0)  # no rows, but the columns and dtypes
+    blocks = [
+        _simulate_block(config, block, min(EVENTS_PER_SEED_BLOCK, end - block))
+        for block in range(start, end, EVENTS_PER_SEED_BLOCK)
+    ]
+    return pd.concat(blocks, ignore_index=True) if len(blocks) > 1 else blocks[0]
+
+
+def _chunk_csv(config: SimulationConfig, chunk_start: int, chunk_end: int) -> tuple[bytes, ...]:
+    """CSV bytes (no header) and counts of events chunk_start .. chunk_end - 1."""
+    chunk = _simulate_range(config, chunk_start, chunk_end)
+    is_noise = chunk["track_id"].to_numpy() == 0
+    # Track ids run 1..n in each event, so the max per event counts tracks.
+    n_tracks = int(chunk.groupby("event_id")["track_id"].max().sum())
+    return redvid_csv_bytes(chunk, header=False), len(chunk), n_tracks, int(is_noise.sum())
+
+
 def _write_dataset(
     config: SimulationConfig, path: str | Path, chunk_events: int, progress: bool, jobs: int = 1
 ) -> _WriteSummary:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     bounds = _chunk_bounds(config.n_events, chunk_events)
     jobs = max(1, min(jobs if jobs > 0 else (os.cpu_count() or 1), len(bounds)))
-    # Write next to the target and rename at the end: a killed run leaves no half file
-    # under the final name (os.replace is atomic within one file system).
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     n_hits = n_tracks = n_noise = 0
-    try:
-        with (
-            os.fdopen(fd, "wb") as handle,
-            tqdm(total=config.n_events, unit="ev", disable=not progress) as bar,
-            ProcessPoolExecutor(jobs) if jobs > 1 else contextlib.nullcontext() as pool,
-        ):
-            handle.write(redvid_csv_bytes(_simulate_block(config, 0, 0)))  # the header
-            # map() keeps the chunk order, so the file does not depend on ``jobs``.
-            parallel_map = pool.map if pool is not None else map
-            chunks = parallel_map(_chunk_csv, *zip(*[(config, *b) for b in bounds], strict=True))
-            for (start, end), (text, hits, tracks, noise) in zip(bounds, chunks, strict=True):
-                handle.write(text)
-                n_hits, n_tracks, n_noise = n_hits + hits, n_tracks + tracks, n_noise + noise
-                bar.update(end - start)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # A killed run leaves no half file under the final name (see atomic_write).
+    with (
+        atomic_write(path) as tmp,
+        open(tmp, "wb") as handle,
+        tqdm(total=config.n_events, unit="ev", disable=not progress) as bar,
+        ProcessPoolExecutor(jobs) if jobs > 1 else contextlib.nullcontext() as pool,
+    ):
+        handle.write(redvid_csv_bytes(_simulate_block(config, 0, 0)))  # the header
+        # map() keeps the chunk order, so the file does not depend on ``jobs``.
+        parallel_map = pool.map if pool is not None else map
+        chunks = parallel_map(_chunk_csv, *zip(*[(config, *b) for b in bounds], strict=True))
+        for (start, end), (text, hits, tracks, noise) in zip(bounds, chunks, strict=True):
+            handle.write(text)
+            n_hits, n_tracks, n_noise = n_hits + hits, n_tracks + tracks, n_noise + noise
+            bar.update(end - start)
     return _WriteSummary(path, config.n_events, n_hits, n_tracks, n_noise)
 
 

@@ -25,7 +25,9 @@ eta             float32    momentum pseudorapidity -ln tan(theta / 2)
 ==============  =========  ===============================================================
 
 Targets, pt and eta are NaN for noise hits. Within a sub-event the rows keep the order of
-the original hits file.
+the original hits file. A derived file (refiner groups, domain-decomposition regions) may
+carry further columns after these; ``write_hit_table`` writes them and ``read_hit_table``
+keeps them.
 
 Sub-events are drawn independently (each one is a fresh uniform random particle set, not a
 nested prefix of one particle list as in the reference code), every hit of a chosen
@@ -42,11 +44,11 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
 import re
-import tempfile
 import time
 import types
 import warnings
@@ -60,6 +62,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
+
+from data_processing.common import atomic_write, parse_count_range, read_csv
 
 INPUT_COLUMNS = ("x", "y", "z")
 TARGET_COLUMNS = ("theta", "sin_phi", "cos_phi", "q")
@@ -270,11 +274,7 @@ def _check_frame(frame: pd.DataFrame, kind: str, label: str) -> pd.DataFrame:
 
 def _read_csv(path: Path, kind: str) -> pd.DataFrame:
     """Read and validate one TrackML CSV file (see ``_check_frame`` for the output)."""
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
-        raise ValueError(f"{path}: not a readable {kind} CSV file ({e})") from e
-    return _check_frame(frame, kind, str(path))
+    return _check_frame(read_csv(path, f"{kind} CSV file"), kind, str(path))
 
 
 def _check_consistency(
@@ -619,51 +619,75 @@ def _table_format(path: Path) -> str:
     raise ValueError(f"{path}: unsupported hit table format (use .parquet, .csv.gz or .csv)")
 
 
-def _arrow_schema(config: SubEventConfig | None) -> pa.Schema:
-    """Arrow schema of the hit table; the sub-event config is kept as file metadata."""
-    schema = pa.schema(
-        [(name, pa.from_numpy_dtype(np.dtype(dtype))) for name, dtype in HIT_TABLE_DTYPES.items()]
-    )
+def _arrow_schema(config: SubEventConfig | None, extra: pd.DataFrame | None = None) -> pa.Schema:
+    """Arrow schema of the hit table: the contract columns (``HIT_TABLE_DTYPES``), then
+    the columns of ``extra`` with the types pyarrow gives them; the sub-event config is
+    kept as file metadata."""
+    fields = [
+        pa.field(name, pa.from_numpy_dtype(np.dtype(dtype)))
+        for name, dtype in HIT_TABLE_DTYPES.items()
+    ]
+    if extra is not None:
+        fields += list(pa.Schema.from_pandas(extra, preserve_index=False))
+    schema = pa.schema(fields)
     if config is not None:
         schema = schema.with_metadata({_CONFIG_METADATA_KEY: json.dumps(asdict(config))})
     return schema
 
 
 class _HitTableWriter:
-    """Streams hit tables to ``<out>`` through a temporary file in the same directory, and
-    moves it into place with ``os.replace`` only on success, so readers never see a
-    half-written data set. Use as a context manager."""
+    """Streams hit tables to ``<out>`` through ``common.atomic_write`` (a temporary file
+    in the same directory, renamed into place only on success), so readers never see a
+    half-written data set. Use as a context manager.
 
-    def __init__(self, out_path: Path, config: SubEventConfig | None = None) -> None:
+    Every table written must have exactly the writer's columns: ``HIT_TABLE_COLUMNS``
+    followed by ``extra_columns`` (in any order; they are written in that one).
+    """
+
+    def __init__(
+        self,
+        out_path: Path,
+        config: SubEventConfig | None = None,
+        extra_columns: pd.DataFrame | None = None,
+    ) -> None:
+        """``extra_columns``: a frame (any rows, e.g. none) whose columns and dtypes are
+        the extra columns to write after the contract ones; None = none."""
         self.out_path = out_path
         self.format = _table_format(out_path)
-        self.schema = _arrow_schema(config)
+        self.schema = _arrow_schema(config, extra_columns)
+        self.columns = tuple(self.schema.names)
         self._buffer: list[pd.DataFrame] = []
         self._buffered_rows = 0
         self._parquet: pq.ParquetWriter | None = None
         self._csv: Any = None
         self._wrote_header = False
-        self._tmp: Path | None = None
+        self._files = contextlib.ExitStack()  # the open file, set up by __enter__
 
     def __enter__(self) -> _HitTableWriter:
-        self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.out_path.name}.", suffix=".tmp", dir=self.out_path.parent
-        )
-        os.close(fd)
-        self._tmp = Path(tmp)
-        if self.format == "parquet":
-            # zstd: ~2x smaller than snappy on these float columns at similar read speed.
-            self._parquet = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
-        elif self.out_path.name.lower().endswith(".gz"):
-            self._csv = gzip.open(self._tmp, "wt", newline="")
-        else:
-            self._csv = open(self._tmp, "w", newline="")  # closed in __exit__
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_write(self.out_path))
+            if self.format == "parquet":
+                # zstd: ~2x smaller than snappy on these float columns at similar read speed.
+                self._parquet = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+            elif self.out_path.name.lower().endswith(".gz"):
+                self._csv = gzip.open(tmp, "wt", newline="")
+            else:
+                self._csv = open(tmp, "w", newline="")
+            # Unwound last in, first out: the file is closed before it is renamed.
+            stack.callback(self._close)
+            self._files = stack.pop_all()
         return self
 
     def write(self, table: pd.DataFrame) -> None:
-        """Queue one hit table (``HIT_TABLE_COLUMNS``) for writing."""
-        self._buffer.append(table)
+        """Queue one hit table (the writer's ``columns``) for writing."""
+        missing = [c for c in self.columns if c not in table.columns]
+        unexpected = [c for c in table.columns if c not in self.columns]
+        problems = [f"lacks column(s) {missing}"] if missing else []
+        if unexpected:
+            problems.append(f"has column(s) {unexpected} the file was not opened with")
+        if problems:
+            raise ValueError(f"{self.out_path}: hit table to write {' and '.join(problems)}")
+        self._buffer.append(table[list(self.columns)])
         self._buffered_rows += len(table)
         if self._buffered_rows >= _ROW_GROUP_ROWS:
             self._flush()
@@ -680,26 +704,34 @@ class _HitTableWriter:
             frame.to_csv(self._csv, header=not self._wrote_header, index=False)
             self._wrote_header = True
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        assert self._tmp is not None
-        try:
-            if exc_type is None:
+    def _close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._csv is not None:
+            self._csv.close()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None:
+            # Close, then rename into place; if the last flush fails, remove instead.
+            with self._files:
                 self._flush()
-        finally:
-            if self._parquet is not None:
-                self._parquet.close()
-            if self._csv is not None:
-                self._csv.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.out_path)
         else:
-            self._tmp.unlink(missing_ok=True)
+            # Close and remove the temporary file; the exception propagates.
+            self._files.__exit__(exc_type, exc, tb)
 
 
 def write_hit_table(table: pd.DataFrame, out_path: str | os.PathLike[str]) -> None:
-    """Write one hit table (``HIT_TABLE_COLUMNS``) atomically to .parquet, .csv.gz or .csv."""
-    with _HitTableWriter(Path(out_path)) as writer:
-        writer.write(table[list(HIT_TABLE_COLUMNS)])
+    """Write one hit table atomically to .parquet, .csv.gz or .csv.
+
+    ``table`` must have ``HIT_TABLE_COLUMNS`` (else ValueError naming the file and the
+    missing columns); they are written first, in that order, then every other column of
+    ``table`` (``read_hit_table`` keeps such extras, so nothing is dropped).
+    """
+    extra = table[[c for c in table.columns if c not in HIT_TABLE_DTYPES]]
+    with _HitTableWriter(Path(out_path), extra_columns=extra.iloc[:0]) as writer:
+        writer.write(table)
 
 
 def _resolve_inputs(
@@ -801,16 +833,13 @@ def read_hit_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     fmt = _table_format(file)
     if not file.is_file():
         raise FileNotFoundError(f"{file}: hit table not found")
-    try:
-        frame = pd.read_parquet(file, engine="pyarrow") if fmt == "parquet" else pd.read_csv(file)
-    except (
-        pa.ArrowException,
-        pd.errors.ParserError,
-        pd.errors.EmptyDataError,
-        UnicodeDecodeError,
-        OSError,
-    ) as e:
-        raise ValueError(f"{file}: not a readable {fmt} hit table ({e})") from e
+    if fmt == "csv":
+        frame = read_csv(file, "csv hit table")
+    else:
+        try:
+            frame = pd.read_parquet(file, engine="pyarrow")
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{file}: not a readable parquet hit table ({e})") from e
     if frame.empty:
         raise ValueError(f"{file}: the hit table is empty")
     missing = [c for c in REQUIRED_HIT_TABLE_COLUMNS if c not in frame.columns]
@@ -860,12 +889,12 @@ def read_hit_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def _parse_range(text: str) -> tuple[int, int]:
-    """``"10-50"`` -> (10, 50); ``"20"`` -> (20, 20)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"expected MIN-MAX or N, got {text!r}")
-    low = int(match.group(1))
-    return low, int(match.group(2) or low)
+    """``"10-50"`` -> (10, 50); ``"20"`` -> (20, 20) (``common.parse_count_range``)."""
+    try:
+        return parse_count_range(text, "particles per sub-event")
+    except ValueError as e:
+        # argparse shows the text of an ArgumentTypeError, but not of a ValueError.
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -7,10 +7,13 @@ type, so the one training loop (``training.train``) reads it unchanged:
 
 * REDVID (``linear``/``helical``): a ``;``-separated CSV with the source file's columns
   (the REDVID layout, whichever variant the source used), ``event_id`` renumbered to the
-  group id, plus an extra column ``source_event`` (the loader ignores extra columns).
+  group id, plus extra columns ``source_event_id`` (the group's event_id in the source
+  file) and ``source_event`` (its original event; for REDVID the same), which the loader
+  ignores.
 * ``trackml``: a hit table written by ``trackml_data.write_hit_table``, ``event_id`` =
-  group id and ``source_event`` = the group's event_id in the source file. Optional
-  contract columns the source lacks are filled with -1 (integers) or NaN (floats).
+  group id, ``source_event_id`` = the group's event_id in the source file and
+  ``source_event`` = the TrackML event it came from. Optional contract columns the
+  source lacks are filled with -1 (integers) or NaN (floats).
 
 The particle id (``track_id`` / ``particle_id``) and every per-hit target stay as they
 were, so a group is traceable to its source (source_event, particle id). Noise hits
@@ -35,9 +38,9 @@ import pandas as pd
 
 from data_processing.derived_data import (
     PARTICLE_COLUMN,
-    SOURCE_EVENT_COLUMN,
     EventSelection,
     read_source_rows,
+    with_source_columns,
     write_derived_rows,
 )
 
@@ -135,8 +138,7 @@ def particle_groups(
     group_of_row = np.concatenate([own_group, foreign_group])
     source_rows = np.concatenate([own, foreign])
     layout = np.argsort(group_of_row, kind="stable")
-    groups = rows.iloc[source_rows[layout]].reset_index(drop=True)
-    groups[SOURCE_EVENT_COLUMN] = groups["event_id"].to_numpy()
+    groups = with_source_columns(rows.iloc[source_rows[layout]].reset_index(drop=True))
     groups["event_id"] = group_of_row[layout]
     counts = {
         "n_dropped_particles": n_dropped,

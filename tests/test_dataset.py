@@ -1,7 +1,10 @@
-"""REDVID loading, validation errors, splitting, normalisation and batching."""
+"""REDVID loading, validation errors, splitting, normalisation, batching, and the atomic
+writing shared by every data and checkpoint writer."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+from checkpoint import save_checkpoint
+from data_processing import redvid
+from data_processing.common import atomic_write
 from data_processing.dataset import (
     REDVID_COLUMNS,
     DeviceEvents,
@@ -18,6 +24,14 @@ from data_processing.dataset import (
     load_events,
     padded_batch,
     split_events,
+)
+from data_processing.derived_data import read_source_rows, write_derived_rows
+from data_processing.redvid import SimulationConfig, generate_dataset
+from data_processing.trackml_data import (
+    HIT_TABLE_COLUMNS,
+    HIT_TABLE_DTYPES,
+    read_hit_table,
+    write_hit_table,
 )
 
 
@@ -89,7 +103,7 @@ def test_published_linear_direction_columns(tmp_path: Path) -> None:
 
 
 def test_helical_targets_and_random_phi0(tmp_path: Path) -> None:
-    frame = _redvid_rows()
+    frame = _redvid_rows().assign(track_type="helical")
     frame["azimuthal_coeff"] = np.where(frame["track_id"] > 0, 1.0, 0.0)
     events = load_events(_write(frame, tmp_path / "hel.csv"), "helical")
     # azimuthal_const is non-zero, so sin/cos of phi0 join (a, b, d).
@@ -133,6 +147,68 @@ def test_empty_and_foreign_files(tmp_path: Path) -> None:
         load_events(foreign, "linear")
     with pytest.raises(FileNotFoundError, match=r"nothere\.csv"):
         load_events(tmp_path / "nothere.csv", "linear")
+
+
+def test_track_type_must_match_the_requested_data_type(tmp_path: Path) -> None:
+    linear = _write(_redvid_rows(), tmp_path / "lin.csv")
+    with pytest.raises(
+        ValueError, match=r"lin\.csv: read as 'helical'.*\['linear'\].*event\(s\) \[7"
+    ):
+        load_events(linear, "helical")
+    # Event 9 alone is helical: the message names it as the first event that differs.
+    mixed = _redvid_rows()
+    mixed.loc[mixed["event_id"] == 9, "track_type"] = "helical"
+    with pytest.raises(
+        ValueError, match=r"\['helical'\] on 1 track hit\(s\), first in event\(s\) \[9\]"
+    ):
+        load_events(_write(mixed, tmp_path / "mixed.csv"), "linear")
+    # Noise hits carry no track: their track_type is not checked. REDVID's own name of
+    # the helix model is accepted as helical.
+    helical = _redvid_rows().assign(track_type="helical_expanding")
+    helical.loc[helical["track_id"] == 0, "track_type"] = "linear"
+    assert load_events(_write(helical, tmp_path / "hel.csv"), "helical").n_hits == 5
+    # Files without the column (other REDVID variants) load as before.
+    bare = _redvid_rows().drop(columns="track_type")
+    assert load_events(_write(bare, tmp_path / "bare.csv"), "linear").n_hits == 5
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        # An empty hit_id cell would become INT64_MIN if cast unchecked.
+        ("hit_id", [0, 1, None, 3, 0], r"'hit_id' has 1 NaN/inf value\(s\), .*\[7\] \(line 4\)"),
+        # 0.5 would be truncated into event 0 and 1.5 into track 1.
+        ("event_id", [7, 7, 7, 7, 0.5], r"'event_id' must hold whole numbers .* 0\.5, .*line 6"),
+        ("track_id", [1, 2, 1.5, 0, 1], r"'track_id' must hold whole numbers .* 1\.5, .*\[7\]"),
+        ("hit_z", [0.1, 0.2, "abc", 0.3, 0.4], r"'hit_z' has 1 non-numeric .* 'abc', .*\[7\]"),
+        ("event_id", [7, 7, 7, 7, "x9"], r"'event_id' has 1 non-numeric .* 'x9', .*line 6"),
+    ],
+)
+def test_bad_cells_name_file_column_and_event(
+    tmp_path: Path, column: str, values: list, message: str
+) -> None:
+    path = _write(_redvid_rows().assign(**{column: values}), tmp_path / "cells.csv")
+    with pytest.raises(ValueError, match=message) as info:
+        load_events(path, "linear")
+    assert str(info.value).startswith(str(path))
+
+
+def test_whole_number_floats_are_accepted_as_ids(tmp_path: Path) -> None:
+    frame = _redvid_rows()
+    frame["event_id"] = frame["event_id"].astype(float)  # written as 7.0, 9.0
+    events = load_events(_write(frame, tmp_path / "floats.csv"), "linear")
+    assert events.event_id.tolist() == [7, 9] and events.event_id.dtype == np.int64
+
+
+def test_binary_file_read_as_csv_names_the_file(tmp_path: Path) -> None:
+    parquet = tmp_path / "data.csv"
+    _redvid_rows().to_parquet(parquet)
+    with pytest.raises(ValueError, match=r"data\.csv: not a readable ';'-separated REDVID CSV"):
+        load_events(parquet, "linear")
+    rows_path = tmp_path / "rows.csv"
+    rows_path.write_bytes(b"\xff\xfe\x00binary;\x80\x81\n")
+    with pytest.raises(ValueError, match=r"rows\.csv: not a readable"):
+        read_source_rows(rows_path, "helical")
 
 
 def test_event_larger_than_max_nr_hits(tmp_path: Path) -> None:
@@ -215,3 +291,109 @@ def test_size_sorted_batches_cover_every_event_once() -> None:
     padded_plain = sum(len(b) * sizes[b].max() for b in plain)
     # Sorting within windows wastes far less on padding than random batches.
     assert padded < 0.7 * padded_plain
+
+
+# ---------------------------------------------------------------- atomic file writing
+
+
+def _hit_table() -> pd.DataFrame:
+    """Two hits in the TrackML hit table contract, plus one extra column."""
+    table = pd.DataFrame(
+        {name: np.ones(2, dtype=dtype) for name, dtype in HIT_TABLE_DTYPES.items()}
+    )
+    return table.assign(hit_id=[1, 2], region=np.array([3, 4], dtype=np.int16))
+
+
+def _fail(*args: object) -> None:
+    raise RuntimeError("failed mid-write")
+
+
+class _Unwritable:
+    """A value whose serialisation fails, as a killed or crashed write would."""
+
+    __reduce__ = __str__ = _fail
+
+
+def _write_text(path: Path, fail: bool) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text("new")
+        if fail:
+            raise RuntimeError("failed mid-write")
+
+
+def _write_redvid(path: Path, fail: bool) -> None:
+    config = SimulationConfig(n_events=2, tracks="3", track_type="linear")
+    if not fail:
+        generate_dataset(config, path, progress=False)
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redvid, "_chunk_csv", _fail)  # after the header is written
+        generate_dataset(config, path, progress=False)
+
+
+def _write_derived(path: Path, fail: bool) -> None:
+    rows = _redvid_rows().assign(source_event=_Unwritable() if fail else 1)
+    write_derived_rows(rows, "linear", path)
+
+
+def _write_hit_table(path: Path, fail: bool) -> None:
+    write_hit_table(_hit_table().drop(columns="q" if fail else []), path)
+
+
+def _write_checkpoint(path: Path, fail: bool) -> None:
+    save_checkpoint({"epoch": _Unwritable() if fail else 0}, path)
+
+
+WRITERS = {
+    "atomic_write": (_write_text, "out.txt"),
+    "generate_dataset": (_write_redvid, "sim.csv"),
+    "write_derived_rows": (_write_derived, "groups.csv"),
+    "write_hit_table parquet": (_write_hit_table, "table.parquet"),
+    "write_hit_table csv.gz": (_write_hit_table, "table.csv.gz"),
+    "save_checkpoint": (_write_checkpoint, "model.pt"),
+}
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (``umask(value)``), restored afterwards."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield os.umask
+    os.umask(saved)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_written_files_are_shared_by_the_umask(tmp_path: Path, umask, writer: str) -> None:
+    write, name = WRITERS[writer]
+    for mask, mode in ((0o000, 0o644), (0o027, 0o640)):
+        umask(mask)
+        folder = tmp_path / f"mask{mask:03o}"
+        write(folder / name, fail=False)
+        # 0644 less the umask: readable by others unless the umask says otherwise,
+        # never group/world-writable, never mkstemp's 0600.
+        assert stat.S_IMODE((folder / name).stat().st_mode) == mode
+        assert [p.name for p in folder.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(
+    tmp_path: Path, writer: str
+) -> None:
+    write, name = WRITERS[writer]
+    path = tmp_path / name
+    path.write_bytes(b"old")
+    with pytest.raises((RuntimeError, ValueError)):
+        write(path, fail=True)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_hit_table_extra_columns_are_written_not_dropped(tmp_path: Path) -> None:
+    for name in ("t.parquet", "t.csv"):
+        write_hit_table(_hit_table(), tmp_path / name)
+        back = read_hit_table(tmp_path / name)
+        assert list(back.columns) == [*HIT_TABLE_COLUMNS, "region"]
+        assert back["region"].tolist() == [3, 4]
+    with pytest.raises(ValueError, match=r"t\.csv: hit table to write lacks column\(s\) \['q'\]"):
+        write_hit_table(_hit_table().drop(columns="q"), tmp_path / "t.csv")

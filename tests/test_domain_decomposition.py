@@ -14,6 +14,13 @@ import training
 from data_processing import domain_decomposition as dd
 from data_processing.dataset import EventSet, Normaliser, load_events
 from data_processing.redvid import SimulationConfig, generate_dataset
+from data_processing.trackml_data import (
+    SubEventConfig,
+    build_sub_events,
+    read_event,
+    read_hit_table,
+    write_hit_table,
+)
 from evaluation.inference import score_reconstruction
 from tests.oracles import DirectionOracle, straight_track_event
 
@@ -239,7 +246,64 @@ def test_region_events_are_written_as_a_training_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(regions.particle_id, split.events.particle_id)
     raw = pd.read_csv(out, sep=";")
     np.testing.assert_array_equal(raw["region"], split.events.extras["region"])
+    # A simulated file's events are the original events: both columns hold their ids.
+    np.testing.assert_array_equal(raw["source_event_id"], split.events.extras["source_event_id"])
     np.testing.assert_array_equal(raw["source_event"], split.events.extras["source_event_id"])
+
+
+def test_trackml_region_file_keeps_the_trackml_event_number(
+    trackml_sample_dir: Path, tmp_path: Path
+) -> None:
+    # 30 sub-events of the one TrackML event 1, with particle ids up to ~9e17.
+    event = read_event(trackml_sample_dir / "event000000001")
+    source = tmp_path / "tml.parquet"
+    write_hit_table(build_sub_events(event, SubEventConfig((20, 40), 30, keep_noise=True)), source)
+    config = dd.DecompositionConfig.regular(phi_regions=4, overlap=0.1)
+    out = tmp_path / "regions.parquet"
+    report = dd.write_region_file(source, "trackml", out, config)
+
+    events = load_events(source, "trackml")
+    split = dd.split_into_regions(events, config)
+    regions = read_hit_table(out)
+    assert regions["event_id"].nunique() == split.events.n_events == report["region_events"]
+    # source_event stays the TrackML event number (the trackml_data contract); the
+    # sub-event a region came from and the region index have columns of their own.
+    assert (regions["source_event"] == 1).all()
+    np.testing.assert_array_equal(
+        regions["source_event_id"], split.events.extras["source_event_id"]
+    )
+    assert set(regions["source_event_id"]) == set(range(30))
+    np.testing.assert_array_equal(regions["region"], split.events.extras["region"])
+    assert set(load_events(out, "trackml").extras) >= {"source_event", "source_event_id", "region"}
+
+    # The report's split share (pair_codes of sub-event and ~1e17 particle ids) matches
+    # a direct count.
+    track = events.particle_id != 0
+    homes = pd.DataFrame(
+        {
+            "event": events.hit_event_index()[track],
+            "particle": events.particle_id[track],
+            "home": split.home_region[track],
+        }
+    )
+    in_several = homes.groupby(["event", "particle"])["home"].nunique() > 1
+    assert report["particles_split_share"] == pytest.approx(in_several.mean())
+    assert 0 < in_several.mean() < 1
+
+
+def test_pair_codes_do_not_collide_for_large_ids() -> None:
+    # Formerly 0 * 2**60 + 16 * ... overflowed int64: (0, 5) and (16, 5) shared code 0.
+    codes, n = dd.pair_codes(np.array([0, 16, 0]), np.array([5, 5, 2**60 + 4]))
+    assert n == 3 and codes.tolist() == [0, 2, 1]
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 40, 5000)
+    second = rng.choice(rng.integers(-(2**62), 2**62, 50), 5000)
+    codes, n = dd.pair_codes(first, second)
+    # Reference: distinct rows, in (first, second) order.
+    pairs, expected = np.unique(np.stack([first, second], axis=1), axis=0, return_inverse=True)
+    assert n == len(pairs)
+    np.testing.assert_array_equal(codes, expected.reshape(-1))
+    assert dd.pair_codes(np.array([], dtype=np.int64), np.array([], dtype=np.int64))[1] == 0
 
 
 def test_merging_parameters_keeps_a_region_holding_a_single_track() -> None:

@@ -13,6 +13,7 @@ from data_processing.redvid import (
     SimulationConfig,
     default_geometry,
     generate_dataset,
+    iter_event_chunks,
     main,
     parse_track_range,
     simulate_events,
@@ -210,6 +211,13 @@ def test_seeded_reproducible_and_shuffled() -> None:
 def test_csv_round_trip_and_chunk_independence(tmp_path: Path) -> None:
     config = SimulationConfig(n_events=2100, tracks="3", track_type="linear", seed=5)
     in_memory = simulate_events(config)
+    # Chunks of 1500 events are rounded up to whole seed blocks: 2000 + 100 events, the
+    # same bounds the file writer uses, and they join up to the in-memory data set.
+    chunks = list(iter_event_chunks(config, 1500))
+    assert [c["event_id"].nunique() for c in chunks] == [2000, 100]
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), in_memory)
+    with pytest.raises(ValueError, match="chunk_events must be >= 1"):
+        next(iter_event_chunks(config, 0))
     path = generate_dataset(config, tmp_path / "sub" / "lin_3.csv", chunk_events=1000)
     assert [p.name for p in path.parent.iterdir()] == ["lin_3.csv"]  # no temp file left
     assert path.read_text().splitlines()[0] == HEADER
@@ -220,6 +228,9 @@ def test_csv_round_trip_and_chunk_independence(tmp_path: Path) -> None:
     # Parallel simulation writes the same bytes.
     parallel = generate_dataset(config, tmp_path / "parallel.csv", chunk_events=1000, jobs=2)
     assert parallel.read_bytes() == path.read_bytes()
+
+    empty = simulate_events(SimulationConfig(n_events=0))
+    assert empty.empty and list(empty.columns) == list(REDVID_COLUMNS)
 
     small = _simulate(n_events=3)
     out = tmp_path / "small.csv"

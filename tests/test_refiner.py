@@ -126,7 +126,8 @@ def test_trackml_groups_round_trip_through_the_hit_table_writer(tmp_path: Path) 
     n_particles = table[table.particle_id > 0].groupby(["event_id", "particle_id"]).ngroups
     assert groups.n_events == n_particles
     assert groups.targets.shape == (groups.n_hits, 4)
-    assert set(groups.extras["source_event"]) == {7, 9}
+    assert set(groups.extras["source_event_id"]) == {7, 9}  # events of the source file
+    assert set(groups.extras["source_event"]) == {1}  # the TrackML event they came from
 
 
 def test_a_true_parameter_refiner_splits_a_merged_cluster_and_the_score_rises_to_one() -> None:

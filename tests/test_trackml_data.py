@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data_processing.redvid import parse_track_range
 from data_processing.trackml_data import (
     HIT_TABLE_COLUMNS,
     HIT_TABLE_DTYPES,
@@ -23,6 +24,7 @@ from data_processing.trackml_data import (
     TARGET_COLUMNS,
     SubEventConfig,
     TrackMLEvent,
+    _parse_range,
     build_sub_events,
     convert_events,
     list_events,
@@ -154,6 +156,22 @@ def test_non_numeric_column(trackml_sample_dir: Path, tmp_path: Path) -> None:
     particles.loc[0, "q"] = "plus"
     _rewrite(path, particles)
     with pytest.raises(ValueError, match=r"particles\.csv\.gz: column q is not numeric"):
+        read_event(prefix)
+
+
+def test_binary_or_corrupt_files_name_the_file(trackml_sample_dir: Path, tmp_path: Path) -> None:
+    # A parquet file where a CSV is expected: not UTF-8 text.
+    prefix = _copy_event(trackml_sample_dir, tmp_path / "parquet")
+    hits = tmp_path / "parquet" / "event000000001-hits.csv.gz"
+    pd.read_csv(hits).to_parquet(hits.with_suffix(""))
+    hits.unlink()
+    with pytest.raises(ValueError, match=r"event000000001-hits\.csv: not a readable hits CSV"):
+        read_event(prefix)
+    # A truncated gzip file, as an interrupted download leaves it.
+    prefix = _copy_event(trackml_sample_dir, tmp_path / "truncated")
+    truth = tmp_path / "truncated" / "event000000001-truth.csv.gz"
+    truth.write_bytes(truth.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"truth\.csv\.gz: not a readable truth CSV file"):
         read_event(prefix)
 
 
@@ -381,6 +399,16 @@ def test_read_hit_table_errors(event: TrackMLEvent, tmp_path: Path, change, mess
         read_hit_table(path)
 
 
+def test_read_hit_table_binary_csv(event: TrackMLEvent, tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    build_sub_events(event, SubEventConfig((3, 5), 2)).to_parquet(path)
+    with pytest.raises(ValueError, match=r"table\.csv: not a readable csv hit table"):
+        read_hit_table(path)
+    (tmp_path / "table.parquet").write_text("event_id,hit_id\n1,2\n")
+    with pytest.raises(ValueError, match=r"table\.parquet: not a readable parquet hit table"):
+        read_hit_table(tmp_path / "table.parquet")
+
+
 def test_read_hit_table_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.parquet"):
         read_hit_table(tmp_path / "nope.parquet")
@@ -408,6 +436,16 @@ def test_cli(trackml_sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     table = read_hit_table(out)
     assert table["event_id"].nunique() == 3
     assert set(np.unique(table["volume_id"])) <= set(PIXEL_VOLUMES)
+
+
+def test_cli_particle_range_is_parsed_like_track_counts(capsys: pytest.CaptureFixture) -> None:
+    assert _parse_range(" 10 - 50 ") == parse_track_range(" 10 - 50 ") == (10, 50)
+    assert _parse_range("20") == (20, 20)
+    for bad in ("0-5", "9-3", "ten"):
+        with pytest.raises(SystemExit):
+            main(["in", "--out", "x.parquet", "--particles", bad])
+        # argparse shows the parser's own message, not just "invalid value".
+        assert "particles per sub-event" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- scoring
