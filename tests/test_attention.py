@@ -493,3 +493,31 @@ def test_compiled_flash_training_on_cuda(helical_file: Path, tmp_path: Path) -> 
     )
     result = training.train(config)
     assert result.val_losses[-1] < result.val_losses[0]
+
+
+@pytest.mark.gpu
+def test_fp16_grad_scaler_is_checkpointed_and_restored_on_resume(
+    helical_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "fp16.pt"
+    config = _train_config(helical_file, path, device="cuda", precision="fp16", nr_epochs=1)
+    first = training.train(config)
+    assert len(first.val_losses) == 1
+    state = load_checkpoint(path)
+    stored = state["grad_scaler"]
+    assert isinstance(stored, dict) and stored["scale"] > 0
+
+    loaded: list[dict] = []
+    real_load = torch.amp.GradScaler.load_state_dict
+
+    def recording_load(self: torch.amp.GradScaler, state_dict: dict) -> None:
+        loaded.append(state_dict)
+        real_load(self, state_dict)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict", recording_load)
+    resumed = training.train(
+        _train_config(helical_file, path, device="cuda", precision="fp16", nr_epochs=2, resume=True)
+    )
+    assert len(resumed.val_losses) == 2
+    assert loaded == [stored]
+    assert load_checkpoint(path)["grad_scaler"]["scale"] > 0

@@ -13,6 +13,7 @@ import torch
 import training
 from checkpoint import load_checkpoint, model_from_checkpoint
 from custom_encoder import AttentionLayout, _sdpa_attention, flex_attention, phi_window_mask
+from data_processing.dataset import load_events
 from data_processing.redvid import SimulationConfig, generate_dataset
 from model import ModelConfig, TransformerRegressor
 
@@ -86,6 +87,75 @@ def test_shapes_and_padding_and_packing_invariance(name: str, backend: str) -> N
         torch.testing.assert_close(
             packed[offsets[b] : offsets[b] + sizes[b]], out, atol=1e-5, rtol=1e-5
         )
+
+
+# Parameters of _model's configuration (in 3, d_model 16, 2 layers, 2 heads of 8, feed-
+# forward 32, out 3). Default: input_proj 3*16+16 = 64, head 16*3+3 = 51, per layer
+# qkv 16*48+48 = 816, out_proj 16*16+16 = 272, linear1 16*32+32 = 544, linear2
+# 32*16+16 = 528, norm1 + norm2 2*32 = 64: 2224; 64 + 2*2224 + 51 = 4563.
+PARAMETER_COUNTS = {
+    "default": 4563,
+    "pre": 4563 + 32,  # final LayerNorm(16) after the stack
+    "hybrid": 4563,  # no norm1 (-32 per layer), QK-norm 2 LayerNorm(8) (+32 per layer)
+    "layer_scale": 4563 + 2 * 2 * 16,  # scale1, scale2 [16] per layer
+    "value_residual": 4563 + 1,  # one value_mix scalar, in the second layer only
+    "qk_norm": 4563 + 2 * 32,  # q_norm, k_norm LayerNorm(8): 2 * 16 per layer
+    "gelu": 4563,
+    # hidden swiglu_hidden(32) = 24: linear1 16*48+48 = 816, linear2 24*16+16 = 400,
+    # 1216 against 1072 per layer: +144 per layer.
+    "swiglu": 4563 + 2 * 144,
+    "registers": 4563 + 3 * 16,  # 3 register tokens of size 16
+    "window": 4563,
+    # hybrid 4563, LayerScale +64, value_mix +1, swiglu +288, 2 registers +32.
+    "all": 4563 + 64 + 1 + 288 + 32,
+}
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_parameter_count_of_each_option(name: str) -> None:
+    assert _model(**OPTIONS[name]).n_parameters() == PARAMETER_COUNTS[name]
+
+
+def _with_default_weights(**options) -> tuple[TransformerRegressor, TransformerRegressor]:
+    """The (perturbed) default model and a model with ``options`` holding its weights
+    wherever the two share a parameter; the option's own parameters stay as built."""
+    default = _model()
+    other = _model(**options)
+    _, unexpected = other.load_state_dict(default.state_dict(), strict=False)
+    assert not unexpected
+    return default, other
+
+
+def test_options_act_where_they_should_and_vanish_at_their_neutral_values() -> None:
+    x = torch.randn(2, 7, 3)
+    layout = _padded_layout([7, 5], 7)
+    real = ~layout.pad_mask
+    default, layer_scale = _with_default_weights(layer_scale_init=0.1)
+    expected = default(x, layout)[real]
+    # LayerScale multiplies each residual branch: with every vector at 1 it is the
+    # default model exactly; at its init value 0.1 it is not.
+    assert not torch.allclose(layer_scale(x, layout)[real], expected, atol=1e-3)
+    with torch.no_grad():
+        for layer in layer_scale.encoder.layers:
+            layer.scale1.fill_(1.0)
+            layer.scale2.fill_(1.0)
+    assert torch.equal(layer_scale(x, layout)[real], expected)
+
+    # Value residual: v <- lerp(v, v_first, lambda): lambda 0 is the default exactly,
+    # lambda 1 (the first layer's values everywhere) is not.
+    _, value_residual = _with_default_weights(value_residual=True)
+    (mix,) = [p for n, p in value_residual.named_parameters() if n.endswith("value_mix")]
+    with torch.no_grad():
+        mix.fill_(0.0)
+    assert torch.equal(value_residual(x, layout)[real], expected)
+    with torch.no_grad():
+        mix.fill_(1.0)
+    assert not torch.allclose(value_residual(x, layout)[real], expected, atol=1e-3)
+
+    # GELU and ReLU feed-forwards on the same weights differ.
+    _, gelu = _with_default_weights(feedforward="gelu")
+    assert {n for n, _ in gelu.named_parameters()} == {n for n, _ in default.named_parameters()}
+    assert not torch.allclose(gelu(x, layout)[real], expected, atol=1e-3)
 
 
 def test_options_train_backward() -> None:
@@ -255,7 +325,19 @@ def test_checkpoint_with_options_reloads_identically(linear_file: Path, tmp_path
     state = load_checkpoint(result.checkpoint)
     model, normaliser = model_from_checkpoint(state, best=False)
     assert model.config.encoder_options() == config.model_config(3, 3).encoder_options()
-    assert model.config.xy_mean_std[1] == pytest.approx(float(normaliser.input_std[0]))
+    # The model's (mean x, std x, mean y, std y) are the input normaliser's, and undo it:
+    # hit_phi of the normalised hits is the raw hits' atan2(y, x).
+    mean, std = normaliser.input_mean, normaliser.input_std
+    expected = (mean[0], std[0], mean[1], std[1])
+    assert model.config.xy_mean_std == tuple(map(float, expected))
+    assert abs(std[0] - 1.0) > 0.5 and abs(std[1] - 1.0) > 0.5  # not the identity
+    events = load_events(linear_file, "linear")
+    assert events.input_names[:2] == ("x", "y")
+    hits = events.inputs
+    phi = model.hit_phi(torch.from_numpy(normaliser.normalise_inputs(hits)))
+    torch.testing.assert_close(
+        phi, torch.atan2(torch.from_numpy(hits[:, 1]), torch.from_numpy(hits[:, 0]))
+    )
     assert result.model is not None
     x = torch.randn(2, 7, 3)
     layout = _padded_layout([7, 5], 7)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 import training
 from checkpoint import load_checkpoint, save_checkpoint
 from custom_encoder import AttentionLayout
-from data_processing.dataset import EventSet, Normaliser
+from data_processing.dataset import EventSet, Normaliser, load_events, split_events
 from data_processing.redvid import SimulationConfig, generate_dataset
 from evaluation import checkpoint_data, inference, performance_stats
 from evaluation import test as evaluation_test
@@ -206,6 +206,58 @@ def test_grid_search_on_the_validation_split(
     assert metrics["n_events"] == 20
 
 
+def test_validation_and_test_splits_are_the_ones_training_made(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = load_checkpoint(checkpoint)
+    # The independent split: the training file's events, split with training's seed.
+    events = load_events(state["data"]["path"], "linear")
+    seed = training.TrainConfig().seed  # _tiny_config keeps the default
+    _, val_positions, test_positions = split_events(events.n_events, training.SPLIT_FRACTIONS, seed)
+    val_ids, test_ids = events.event_id[val_positions], events.event_id[test_positions]
+    assert len(val_ids) == len(test_ids) == 45 and not set(val_ids) & set(test_ids)
+
+    # The best weights' validation loss is the normalised MSE of the validation split
+    # (measured 0.49752807599 against the stored 0.49752807617); the test split's differs
+    # (0.508), so evaluating the wrong split would show.
+    val = evaluation_test.evaluate_checkpoint(
+        evaluation_test.EvaluationConfig(model_name=str(checkpoint), split="val", cluster_jobs=1)
+    )
+    best_val_loss = min(state["val_losses"])
+    assert val["regression"]["mse_normalised"] == pytest.approx(best_val_loss, rel=1e-5)
+
+    # The default evaluation scores the test split; the grid search sees only validation.
+    scored: list[np.ndarray] = []
+    tuned: list[np.ndarray] = []
+    real_score, real_grid_search = evaluation_test.score_reconstruction, evaluation_test.grid_search
+
+    def score(events: EventSet, *args, **kwargs) -> dict:
+        scored.append(events.event_id.copy())
+        return real_score(events, *args, **kwargs)
+
+    def grid_search(params, offsets, truth: pd.DataFrame, *args, **kwargs):
+        tuned.append(pd.unique(truth["event_id"]))
+        return real_grid_search(params, offsets, truth, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation_test, "score_reconstruction", score)
+    monkeypatch.setattr(evaluation_test, "grid_search", grid_search)
+    metrics = evaluation_test.evaluate_checkpoint(
+        evaluation_test.EvaluationConfig(
+            model_name=str(checkpoint),
+            cluster_jobs=1,
+            grid_search=True,
+            grid_min_cluster_size=(2,),
+            grid_min_samples=(3,),
+        )
+    )
+    (scored_ids,) = scored
+    (tuned_ids,) = tuned
+    np.testing.assert_array_equal(scored_ids, test_ids)
+    np.testing.assert_array_equal(tuned_ids, val_ids)
+    assert metrics["n_events"] == 45 and metrics["grid_search"]["n_events"] == 45
+    assert metrics["regression"]["mse_normalised"] != pytest.approx(best_val_loss, rel=1e-3)
+
+
 def test_performance_stats_table(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -227,9 +279,14 @@ def test_performance_stats_table(
                 str(tmp_path / "perf"),
             ]
         )
+        printed = capsys.readouterr().out
+        # test.py's numbers for the same checkpoint and events (the test split), with
+        # the same torch threads: the same predictions, so the same errors exactly.
+        expected = evaluation_test.evaluate_checkpoint(
+            evaluation_test.EvaluationConfig(model_name=str(checkpoint), cluster_jobs=1)
+        )
     finally:
         torch.set_num_threads(threads)
-    printed = capsys.readouterr().out
     timings = stats["timings"]
     for stage in ("model_cpu", "clustering", "scoring"):
         assert timings[stage]["n"] == 8
@@ -238,7 +295,10 @@ def test_performance_stats_table(
     assert timings["pipeline"]["events_per_s"] > 0
     assert ("model_cuda" in timings) == torch.cuda.is_available()
     assert stats["environment"]["cpu_threads"] == 1
-    assert stats["regression"]["mse_normalised"] > 0
+    assert stats["n_events"] == expected["n_events"] == 45
+    assert stats["regression"] == expected["regression"]
+    assert stats["regression"]["n_hits"] > 0 and stats["regression"]["mse_normalised"] > 0
+    assert stats["trackml_score"] == expected["trackml_score"]
     assert SCORE_KEYS - {"timings_s"} <= set(stats)
 
     written = strict_json(tmp_path / "perf" / "performance.json")
@@ -336,6 +396,20 @@ def test_score_reconstruction_of_the_truth() -> None:
     assert result["trackml_score"] == 1.0 and result["n_events"] == 2
     assert result["perfect"] == result["double_majority"] == result["lhc"] == 1.0
     assert result["n_particles"] == 3 and result["fake_rate"] == 0.0
+
+
+def test_score_reconstruction_is_the_mean_and_std_over_events() -> None:
+    events = small_events()
+    # Event 0 (rows 0-6) as the truth; event 1 (rows 7-10) every hit a track of its own,
+    # so no track holds a majority of particle 5's 3 hits: event scores 1 and 0.
+    labels = np.where(events.particle_id > 0, events.particle_id, 100 + np.arange(11))
+    labels[7:] = 200 + np.arange(4)
+    result = score_reconstruction(events, labels)
+    assert result["n_events"] == 2
+    # Per event: mean (1 + 0) / 2, std (ddof 0) 0.5. Pooling the hits would give 6 / 9
+    # (weight 6 good of 9); ddof 1 would give a std of 0.707.
+    assert result["trackml_score"] == 0.5
+    assert result["trackml_score_std"] == 0.5
 
 
 def test_a_shipped_checkpoint_is_scored_on_the_test_set_it_names(

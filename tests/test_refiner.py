@@ -12,6 +12,7 @@ import training
 from data_processing.dataset import Normaliser, load_events
 from data_processing.derived_data import EventSelection
 from data_processing.redvid import SimulationConfig, generate_dataset
+from evaluation import test as evaluation_test
 from evaluation.inference import score_reconstruction
 from refiner import refined_test
 from refiner.dataset import GroupConfig, build_group_file
@@ -211,6 +212,22 @@ def test_short_refiner_training_lowers_the_loss_and_the_cli_reports_both_scores(
     for key in ("trackml_score", "perfect", "double_majority", "lhc"):
         assert 0 <= results["refined"][key] <= 1
     assert (tmp_path / "r.json").exists()
+    # The base column is test.py's evaluation of the base model on the same (test) split.
+    expected = evaluation_test.evaluate_checkpoint(
+        evaluation_test.EvaluationConfig(model_name=str(base_path), cluster_jobs=1)
+    )
+    assert expected["n_events"] == 23
+    assert results["base"]["trackml_score"] == expected["trackml_score"]
+    assert 0 <= results["clusters_split"] <= results["clusters_refined"]
+
+    # No cluster has 100000 hits: nothing is refined, and the refined labels are the base
+    # labels, so every score is the base one exactly.
+    untouched = refined_test.main([*models, "--cluster_jobs", "1", "--refine_min_hits", "100000"])
+    assert untouched["clusters_refined"] == untouched["clusters_split"] == 0
+    base_scores = {k: v for k, v in untouched["base"].items() if k != "timings_s"}
+    refined_scores = {k: v for k, v in untouched["refined"].items() if k != "timings_s"}
+    assert refined_scores == base_scores
+    assert untouched["base"]["trackml_score"] == expected["trackml_score"]
 
     with pytest.raises(ValueError, match="--source_path, not --data_path"):
         train_refiner(RefinerDataConfig(base_model=str(base_path)), ["--data_path", "x.csv"])

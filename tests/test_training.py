@@ -150,3 +150,68 @@ def test_main_job_reaches_published_quality(tmp_path: Path) -> None:
     """The README's main job (default settings) scores >= 0.95 on 3-track linear events."""
     result = training.main(["--model_name", str(tmp_path / "main.pt")])
     assert result.metrics is not None and result.metrics["trackml_score"] >= 0.95
+
+
+def test_early_stopping_keeps_the_best_weights_and_resumes_with_the_new_patience(
+    linear_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Validation losses are scripted (training runs for real), one per validation pass.
+    scripted = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.3])
+    real_run_epoch = training.run_epoch
+
+    def run_epoch(model, data, plan, packed, optimisation=None, *args, **kwargs) -> float:
+        if optimisation is None:
+            return next(scripted)
+        return real_run_epoch(model, data, plan, packed, optimisation, *args, **kwargs)
+
+    monkeypatch.setattr(training, "run_epoch", run_epoch)
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def record(epoch: int, model, seconds: float, val_loss: float) -> None:
+        weights[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    path = tmp_path / "es.pt"
+    small = {"nr_enc_layers": 1, "embedding_size": 8, "hidden_dim": 16}
+    result = training.train(
+        _config(linear_file, path, nr_epochs=6, early_stop=2, **small), on_epoch=record
+    )
+    # Best 0.5 at epoch 1; epochs 2 and 3 do not improve: two stale epochs stop the run.
+    assert result.val_losses == [1.0, 0.5, 0.7, 0.8]
+    assert len(result.train_losses) == 4 and sorted(weights) == [0, 1, 2, 3]
+    state = load_checkpoint(path)
+    assert state["epoch"] == 3 and state["stale_epochs"] == 2 and state["stopped"] is True
+    assert state["val_losses"] == [1.0, 0.5, 0.7, 0.8]
+    for name, value in state["best_model_state_dict"].items():
+        torch.testing.assert_close(value, weights[1][name], rtol=0, atol=0)
+    for name, value in state["model_state_dict"].items():
+        torch.testing.assert_close(value, weights[3][name], rtol=0, atol=0)
+    assert any(not torch.equal(weights[1][name], weights[3][name]) for name in weights[1]), (
+        "training did not change the weights between epochs 1 and 3"
+    )
+    latest, _ = model_from_checkpoint(state, best=False)
+    for name, value in latest.state_dict().items():
+        torch.testing.assert_close(value, weights[3][name], rtol=0, atol=0)
+    best, _ = model_from_checkpoint(state)
+    for name, value in best.state_dict().items():
+        torch.testing.assert_close(value, weights[1][name], rtol=0, atol=0)
+
+    # Resumed with the same patience: still stopped, no epoch runs, nothing is rewritten.
+    weights.clear()
+    again = training.train(
+        _config(linear_file, path, nr_epochs=6, early_stop=2, resume=True, **small),
+        on_epoch=record,
+    )
+    assert again.val_losses == [1.0, 0.5, 0.7, 0.8] and weights == {}
+    assert load_checkpoint(path)["epoch"] == 3
+    # A longer patience (2 stale epochs < 5) continues: epochs 4 (0.9) and 5 (0.3, best).
+    more = training.train(
+        _config(linear_file, path, nr_epochs=6, early_stop=5, resume=True, **small),
+        on_epoch=record,
+    )
+    assert more.val_losses == [1.0, 0.5, 0.7, 0.8, 0.9, 0.3]
+    assert sorted(weights) == [4, 5]
+    state = load_checkpoint(path)
+    assert state["epoch"] == 5 and state["stale_epochs"] == 0 and state["stopped"] is False
+    for name, value in state["best_model_state_dict"].items():
+        torch.testing.assert_close(value, weights[5][name], rtol=0, atol=0)
+    assert next(scripted, None) is None  # exactly six validation passes in all
