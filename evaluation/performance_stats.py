@@ -340,7 +340,11 @@ def markdown_table(stats: dict[str, Any]) -> str:
 
 def build_performance_parser() -> argparse.ArgumentParser:
     """test.py's options (without --display_event) plus the timing options."""
-    parser = build_arg_parser(event_display=False)
+    parser = build_arg_parser(
+        event_display=False,
+        output_dir_help="write performance.json and performance.md here (default: "
+        "<checkpoint without suffix>_performance/; no figures)",
+    )
     parser.description = __doc__.splitlines()[0]
     parser.add_argument("--warmup", type=int, default=5, help="untimed passes per device")
     parser.add_argument("--timed_events", type=int, help="time the first N events (default all)")

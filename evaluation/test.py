@@ -347,9 +347,12 @@ def evaluate_checkpoint(config: EvaluationConfig) -> dict[str, Any]:
     return metrics
 
 
-def build_arg_parser(event_display: bool = True) -> argparse.ArgumentParser:
+def build_arg_parser(
+    event_display: bool = True, output_dir_help: str = "write metrics.json and the PNG figures here"
+) -> argparse.ArgumentParser:
     """test.py's command line; ``event_display=False`` leaves out ``--display_event``
-    (for tools that draw no event display, so the option is refused, not ignored)."""
+    (for tools that draw no event display, so the option is refused, not ignored);
+    ``output_dir_help`` says what a tool writes into ``--output_dir``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_name", required=True, help="checkpoint written by training")
     parser.add_argument("--data_path", help="evaluate on this file instead")
@@ -383,7 +386,7 @@ def build_arg_parser(event_display: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--grid_min_samples", type=int, nargs="+", default=DEFAULT_GRID_MIN_SAMPLES)
     parser.add_argument("--output", help="write the metrics as JSON here")
-    parser.add_argument("--output_dir", help="write metrics.json and the PNG figures here")
+    parser.add_argument("--output_dir", help=output_dir_help)
     if event_display:
         parser.add_argument("--display_event", type=int, default=0, help="event display: position")
     return parser
