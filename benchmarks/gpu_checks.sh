@@ -5,6 +5,7 @@
 # as it finishes, so a run cut short keeps what it measured.
 #
 # Usage: bash benchmarks/gpu_checks.sh OUT_DIR     (PYTHON=... to pick the interpreter)
+# The interpreter needs the project's requirements (hdbscan too: the tests import it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR}"
