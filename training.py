@@ -442,42 +442,49 @@ def validate_config(config: TrainConfig) -> None:
         raise ValueError("batch_size must be >= 1 and hits_per_batch >= 0")
 
 
-# TrainConfig fields a resumed run must share with the checkpoint: they fix the data,
-# its split and the model. The others (batching, learning rate, epochs, precision,
-# attention backend and kernel, ...) may change between runs.
-RESUME_FIXED_FIELDS = (
-    "data_path",
-    "data_type",
-    "tracks",
-    "n_events",
-    "max_nr_hits",
-    "seed",
-    "nr_enc_layers",
-    "embedding_size",
-    "hidden_dim",
-    "nr_heads",
-    "dropout",
-    "norm_first",
-    *(f.name for f in fields(EncoderOptions)),
-)
+# Model-config fields a resumed run may change: run-time choices and data statistics.
+RESUME_FREE_MODEL_FIELDS = ("attention", "flash_kernel", "xy_mean_std")
 
 
 def check_resumable(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
     """Refuse to resume ``state`` under settings that change the data, split or model.
 
-    A different seed or data set would put the checkpoint's test events into training
-    and mix validation losses of two splits; model options would be silently ignored.
+    Compares what the settings determine, not how they were spelled: the data file (the
+    generated set's name, or the resolved path of a given file), its type, the split
+    seed, the hit cap and the model that ``config`` would build. A different seed or
+    data set would put the checkpoint's test events into training and mix validation
+    losses of two splits; model options would be silently ignored. Runs before any data
+    is generated or read.
     """
     if state.get("inference_only"):
         raise ValueError(
             f"{path}: an inference-only (shipped) checkpoint holds no optimizer "
             "state and cannot be resumed; train to a new --model_name"
         )
-    stored = state.get("train_config", {})
-    differing = [
-        f"--{name} {stored[name]!r} in the checkpoint, {getattr(config, name)!r} now"
-        for name in RESUME_FIXED_FIELDS
-        if name in stored and stored[name] != getattr(config, name)
+    stored_data = state["data"]
+    stored_file = Path(stored_data["path"])
+    if config.data_path is None:
+        # A generated set: its name holds every setting that made it, and the cache may
+        # sit elsewhere on another machine.
+        same_file = default_data_path(config).name == stored_file.name
+    else:
+        same_file = Path(config.data_path).resolve() == stored_file.resolve()
+    differing = [] if same_file else [f"data file {stored_file.name!r} in the checkpoint"]
+    for name, now in (
+        ("data_type", config.data_type),
+        ("split_seed", config.seed),
+        ("max_nr_hits", config.max_nr_hits),
+    ):
+        if name in stored_data and stored_data[name] != now:
+            differing.append(f"{name} {stored_data[name]!r} in the checkpoint, {now!r} now")
+    stored_model = state["model_config"]
+    model_now = config.model_config(stored_model["in_dim"], stored_model["out_dim"]).to_dict()
+    differing += [
+        f"model {name} {stored_model[name]!r} in the checkpoint, {model_now[name]!r} now"
+        for name in model_now
+        if name not in RESUME_FREE_MODEL_FIELDS
+        and name in stored_model
+        and stored_model[name] != model_now[name]
     ]
     if differing:
         raise ValueError(
@@ -545,7 +552,6 @@ def _train_loop(
     device = resolve_device(config.device, ctx.local_rank)
     say = print if ctx.is_main else (lambda *args, **kwargs: None)
     checkpoint_path = Path(config.model_name)
-    path, events, (train_idx, val_idx, test_idx) = prepare_data(config)
     state = load_checkpoint(checkpoint_path) if config.resume and checkpoint_path.exists() else None
     if config.resume and state is None:
         say(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch")
@@ -553,6 +559,7 @@ def _train_loop(
         say(f"{checkpoint_path} exists and will be overwritten (--resume continues it)")
     if state is not None:
         check_resumable(state, config, checkpoint_path)
+    path, events, (train_idx, val_idx, test_idx) = prepare_data(config)
 
     if state is None:
         normaliser = Normaliser.fit(events.subset(train_idx))

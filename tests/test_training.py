@@ -90,10 +90,19 @@ def test_resume_goes_on_after_a_time_limit_but_not_with_other_data(
     resumed = training.train(_config(linear_file, path, nr_epochs=3, resume=True))
     assert len(resumed.val_losses) == 3
     # Another seed would move the checkpoint's test events into training.
-    with pytest.raises(ValueError, match="--seed 0 in the checkpoint, 1 now"):
+    with pytest.raises(ValueError, match="split_seed 0 in the checkpoint, 1 now"):
         training.train(_config(linear_file, path, nr_epochs=4, resume=True, seed=1))
-    with pytest.raises(ValueError, match="--embedding_size 16 in the checkpoint, 32 now"):
+    with pytest.raises(ValueError, match="model d_model 16 in the checkpoint, 32 now"):
         training.train(_config(linear_file, path, nr_epochs=4, resume=True, embedding_size=32))
+    with pytest.raises(ValueError, match=r"data file 'lin3\.csv' in the checkpoint"):
+        training.train(_config(tmp_path / "other.csv", path, nr_epochs=4, resume=True))
+    # Settings spelled differently that build the same model and data are accepted.
+    state = load_checkpoint(path)
+    same = _config(linear_file, path, nr_epochs=4, resume=True, norm="post", attention="math")
+    training.check_resumable(state, same, path)
+    pre = {"norm": "pre", "norm_first": True}  # as a pre-norm run stores them
+    pre_state = {**state, "model_config": {**state["model_config"], **pre}}
+    training.check_resumable(pre_state, _config(linear_file, path, norm_first=True), path)
 
 
 def test_checkpoint_round_trip_and_atomic_write(linear_file: Path, tmp_path: Path) -> None:
