@@ -213,9 +213,14 @@ def simulation_config(config: TrainConfig) -> SimulationConfig:
     )
 
 
+def data_folder() -> Path:
+    """The repository's git-ignored ``data/`` folder, where simulated sets are cached."""
+    return REPO_ROOT / "data"
+
+
 def default_data_path(config: TrainConfig) -> Path:
-    """Where the generated default data set is cached (git-ignored ./data)."""
-    return cached_dataset_path(simulation_config(config), REPO_ROOT / "data")
+    """Where the generated default data set is cached (``data_folder``)."""
+    return cached_dataset_path(simulation_config(config), data_folder())
 
 
 def ensure_data(config: TrainConfig) -> Path:
@@ -224,7 +229,7 @@ def ensure_data(config: TrainConfig) -> Path:
         return Path(config.data_path)
     if config.data_type == "trackml":
         raise ValueError("--data_type trackml needs --data_path (see data_processing.trackml_data)")
-    return ensure_dataset(simulation_config(config), REPO_ROOT / "data")
+    return ensure_dataset(simulation_config(config), data_folder())
 
 
 def masked_squared_error(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -21,17 +21,10 @@ from typing import Any
 import training
 from data_processing.redvid import SimulationConfig, cached_dataset_path, ensure_dataset
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def data_folder() -> Path:
-    """The repository's (git-ignored) ``data/`` folder, where simulated sets are cached."""
-    return REPO_ROOT / "data"
-
 
 def simulated_data(simulation: SimulationConfig) -> Path:
-    """The CSV of ``simulation`` in :func:`data_folder`, simulated first if absent."""
-    return ensure_dataset(simulation, data_folder())
+    """The CSV of ``simulation`` in ``training.data_folder()``, simulated first if absent."""
+    return ensure_dataset(simulation, training.data_folder())
 
 
 def training_simulation(state: dict[str, Any]) -> SimulationConfig | None:
@@ -81,7 +74,7 @@ def training_data_path(state: dict[str, Any], checkpoint: str | Path) -> Path:
             "simulated again (training did not generate it); restore that file or give a "
             "copy of it explicitly (--data_path, or --source_path for the refiner)"
         )
-    path = cached_dataset_path(simulation, data_folder())
+    path = cached_dataset_path(simulation, training.data_folder())
     action = "using the copy" if path.exists() else "simulating it again from its settings into"
     print(
         f"{checkpoint}: training data {stored} not found; {action} {path} "
@@ -96,5 +89,5 @@ def is_training_file(path: str | Path, state: dict[str, Any]) -> bool:
     candidates = [Path(state["data"]["path"])]
     simulation = training_simulation(state)
     if simulation is not None:
-        candidates.append(cached_dataset_path(simulation, data_folder()))
+        candidates.append(cached_dataset_path(simulation, training.data_folder()))
     return Path(path).resolve() in {c.resolve() for c in candidates}

@@ -23,7 +23,7 @@ from checkpoint import load_checkpoint, save_checkpoint
 from custom_encoder import AttentionLayout
 from data_processing.dataset import EventSet, Normaliser, load_events, split_events
 from data_processing.redvid import SimulationConfig, generate_dataset
-from evaluation import checkpoint_data, inference, performance_stats
+from evaluation import inference, performance_stats
 from evaluation import test as evaluation_test
 from evaluation.clustering import ClusteringConfig
 from evaluation.inference import reconstruct, regression_errors, score_reconstruction
@@ -417,7 +417,7 @@ def test_a_shipped_checkpoint_is_scored_on_the_test_set_it_names(
 ) -> None:
     from checkpoint import inference_checkpoint
 
-    monkeypatch.setattr(checkpoint_data, "REPO_ROOT", tmp_path)  # test sets go to tmp
+    monkeypatch.setattr(training, "REPO_ROOT", tmp_path)  # test sets go to tmp
     state = load_checkpoint(checkpoint)
     test_set = {"n_events": 30, "tracks": "3", "track_type": "linear", "seed": 11}
     shipped = tmp_path / "shipped.pt"
@@ -580,7 +580,7 @@ def test_a_missing_generated_training_file_is_simulated_again(
     before = evaluation_test.evaluate_checkpoint(val)
     # ... then evaluate from a "fresh clone" elsewhere, where that file does not exist.
     stored.unlink()
-    monkeypatch.setattr(checkpoint_data, "REPO_ROOT", tmp_path / "clone")
+    monkeypatch.setattr(training, "REPO_ROOT", tmp_path / "clone")
     capsys.readouterr()
     after = evaluation_test.evaluate_checkpoint(val)
     rebuilt = tmp_path / "clone" / "data" / stored.name
