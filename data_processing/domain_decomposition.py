@@ -67,6 +67,7 @@ from data_processing.derived_data import (
     with_source_columns,
     write_derived_rows,
 )
+from evaluation.checkpoint_data import training_data_path
 from evaluation.clustering import ClusteringConfig, cluster_events
 from evaluation.inference import predict_track_params, reconstruct, score_reconstruction
 from evaluation.test import evaluation_config_from, load_setup, write_json
@@ -562,8 +563,10 @@ def write_regions_for_training(config: DecompositionEvalConfig) -> dict[str, Any
             raise ValueError("--write_regions with --data_path needs --data_type")
         path, data_type, selection = config.data_path, config.data_type, None
     else:
-        data = load_checkpoint(config.model_name)["data"]
-        path, data_type = data["path"], data["data_type"]
+        state = load_checkpoint(config.model_name)
+        data = state["data"]
+        # A fresh clone lacks a generated training file: simulated again if need be.
+        path, data_type = training_data_path(state, config.model_name), data["data_type"]
         fractions = tuple(data["split_fractions"])
         selection = EventSelection(("train", "val"), fractions, data["split_seed"])
     decomposition = config.decompositions()[0]
