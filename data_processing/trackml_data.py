@@ -729,8 +729,10 @@ def write_hit_table(table: pd.DataFrame, out_path: str | os.PathLike[str]) -> No
     missing columns); they are written first, in that order, then every other column of
     ``table`` (``read_hit_table`` keeps such extras, so nothing is dropped).
     """
+    # The extras' types come from their values (an empty frame would type an object
+    # column of strings as null).
     extra = table[[c for c in table.columns if c not in HIT_TABLE_DTYPES]]
-    with _HitTableWriter(Path(out_path), extra_columns=extra.iloc[:0]) as writer:
+    with _HitTableWriter(Path(out_path), extra_columns=extra) as writer:
         writer.write(table)
 
 

@@ -395,5 +395,10 @@ def test_hit_table_extra_columns_are_written_not_dropped(tmp_path: Path) -> None
         back = read_hit_table(tmp_path / name)
         assert list(back.columns) == [*HIT_TABLE_COLUMNS, "region"]
         assert back["region"].tolist() == [3, 4]
+    # A text column with a missing value keeps its values (typed from the rows).
+    labelled = _hit_table().assign(label=pd.Series(["a", None], dtype=object))
+    write_hit_table(labelled, tmp_path / "l.parquet")
+    label = read_hit_table(tmp_path / "l.parquet")["label"]
+    assert label.iloc[0] == "a" and pd.isna(label.iloc[1])
     with pytest.raises(ValueError, match=r"t\.csv: hit table to write lacks column\(s\) \['q'\]"):
         write_hit_table(_hit_table().drop(columns="q"), tmp_path / "t.csv")
