@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from custom_encoder import FLASH_KERNELS, VARLEN_KERNEL_NAME
+from custom_encoder import FLASH_KERNELS, VARLEN_KERNEL_NAME, flash_kernel_available
 from data_processing.dataset import (
     BatchPlan,
     DeviceEvents,
@@ -180,7 +180,25 @@ class Measured:
         return sum(r[0] for r in runs) / seconds, sum(r[1] for r in runs) / seconds
 
 
-def _sync(device: torch.device) -> None:
+def kernel_list(text: str) -> list[str]:
+    """``"auto,cudnn"`` -> the names, each one of ``FLASH_KERNELS`` (argparse type)."""
+    names = [k for k in text.split(",") if k]
+    unknown = [k for k in names if k not in FLASH_KERNELS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown kernel(s) {unknown}; use {FLASH_KERNELS}")
+    return names
+
+
+def model_list(text: str) -> list[str]:
+    """``"d32,d128"`` -> the names, each one of ``MODELS`` (argparse type)."""
+    names = [m for m in text.split(",") if m]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {unknown}; use {list(MODELS)}")
+    return names
+
+
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -303,10 +321,10 @@ def _subset(data: DeviceEvents, index: np.ndarray, sizes: np.ndarray) -> DeviceE
 
 def _timed(prepare: Prepare, batches: list[np.ndarray], device: torch.device) -> float:
     run = prepare(batches)
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     run()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -400,6 +418,7 @@ def run_case(
     mean = float(sizes.mean())
     budget = int(case.batch * mean)
     fast_precision = "bf16" if device.type == "cuda" else "fp32"
+    notes: list[str] = []  # paths left out, and why
 
     def config(attention: str, dropout: float = 0.1, flash_kernel: str = "auto") -> ModelConfig:
         return ModelConfig(
@@ -443,7 +462,11 @@ def run_case(
                 compile_model,
             )
             paths.append((path, big_step_events))
-        for kernel in (k for k in args.flash_kernels.split(",") if k and k != "auto"):
+        head_dim = base.d_model // base.n_heads
+        for kernel in (k for k in args.flash_kernels if k != "auto"):
+            if not flash_kernel_available(head_dim, kernel):
+                notes.append(f"flash, big step, {kernel} kernel: no such kernel here")
+                continue
             path = our_path(
                 f"flash, packed, bf16, big step, {kernel} kernel",
                 config("flash", flash_kernel=kernel),
@@ -459,7 +482,7 @@ def run_case(
     failed = measure(measured, sizes, args.steps, args.repeats, device)
     kept = {id(p) for p in measured}
     rows = [(case.label, model_key, p, per_step) for p, per_step in paths if id(p) in kept]
-    return rows, [f"{case.label}, {model_key}, {line}" for line in failed]
+    return rows, [f"{case.label}, {model_key}, {line}" for line in notes + failed]
 
 
 def markdown(rows, device: torch.device, command: str, skipped: list[str], args) -> str:
@@ -516,6 +539,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument(
         "--flash_kernels",
+        type=kernel_list,
         default="auto,cudnn",
         help=f"CUDA: varlen kernels of {list(FLASH_KERNELS)}; each one other than auto adds "
         "an eager big-step row",

@@ -53,11 +53,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from benchmarks.attention import (
     MODELS,
     command_line,
+    kernel_list,
     machine_description,
+    model_list,
+    synchronize,
     synthetic_events,
     write_table,
 )
-from custom_encoder import VARLEN_KERNELS
+from custom_encoder import FLASH_KERNELS, VARLEN_KERNELS, flash_kernel_available
 from data_processing.dataset import BatchPlan, batch_event_indices
 from model import ModelConfig, TransformerRegressor
 from training import Optimisation, run_epoch
@@ -135,19 +138,14 @@ def kernels_here(shape: Shape, device: torch.device) -> dict[str, Kernel]:
     return kernels
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_seconds(run: Callable[[], object], device: torch.device, repeats: int) -> float:
     run()  # warm-up (kernel selection, allocation)
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         run()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -274,14 +272,14 @@ def profile_training(
     batches = batch_event_indices(sizes, n_events, False, hits_per_batch=int(sizes.sum()))
     plan = BatchPlan.from_batches(batches, sizes, device)
     run_epoch(model, data, plan, packed, optimisation, precision)  # warm-up
-    _sync(device)
+    synchronize(device)
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
         for _ in range(steps):
             run_epoch(model, data, plan, packed, optimisation, precision)
-        _sync(device)
+        synchronize(device)
     on_device = device.type == "cuda"
     rows = []
     for event in prof.key_averages():
@@ -364,9 +362,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--head_dims", default="8,32", help="comma-separated head sizes")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per kernel")
     parser.add_argument("--profile", action="store_true", help="also profile training steps")
-    parser.add_argument("--profile_models", default="d32,d128", help=f"of {list(MODELS)}")
     parser.add_argument(
-        "--profile_kernels", default="auto,cudnn", help="varlen kernels to profile with"
+        "--profile_models", type=model_list, default="d32,d128", help=f"of {list(MODELS)}"
+    )
+    parser.add_argument(
+        "--profile_kernels",
+        type=kernel_list,
+        default="auto,cudnn",
+        help=f"varlen kernels to profile with, of {list(FLASH_KERNELS)}",
     )
     parser.add_argument("--profile_steps", type=int, default=3)
     parser.add_argument("--out", default="", help="markdown file (default by device)")
@@ -385,10 +388,14 @@ def main(argv: list[str] | None = None) -> Path:
     profiles = []
     notes = list(args.note)
     if args.profile:
-        for model_key in (m for m in args.profile_models.split(",") if m):
-            for kernel in (k for k in args.profile_kernels.split(",") if k):
+        for model_key in args.profile_models:
+            for kernel in args.profile_kernels:
                 if device.type != "cuda" and kernel != "auto":
                     continue  # off CUDA every kernel choice runs the same exact fallback
+                head_dim = MODELS[model_key].d_model // MODELS[model_key].n_heads
+                if device.type == "cuda" and not flash_kernel_available(head_dim, kernel):
+                    notes.append(f"profile {model_key} / {kernel}: no such kernel here")
+                    continue
                 try:
                     profiles.append(
                         profile_training(

@@ -425,6 +425,10 @@ class EventSet:
         """[T] position (0..E-1) of each hit's event in this set."""
         return np.repeat(np.arange(self.n_events), self.sizes)
 
+    def hit_event_ids(self) -> np.ndarray:
+        """[T] event id of each hit."""
+        return np.repeat(self.event_id, self.sizes)
+
     def subset(self, event_indices: np.ndarray) -> EventSet:
         """A new EventSet holding the given events (positions, not ids), in that order."""
         event_indices = np.asarray(event_indices, dtype=np.int64)
@@ -449,7 +453,7 @@ class EventSet:
         """Per-hit truth for scoring: event_id, hit_id, particle_id, weight, extras."""
         frame = pd.DataFrame(
             {
-                "event_id": np.repeat(self.event_id, self.sizes),
+                "event_id": self.hit_event_ids(),
                 "hit_id": self.hit_id,
                 "particle_id": self.particle_id,
                 "weight": self.weight,

@@ -267,7 +267,7 @@ def regroup_events(
     sizes = np.asarray(sizes, dtype=np.int64)
     if int(sizes.sum()) != len(rows) or (sizes <= 0).any():
         raise ValueError("regroup_events: sizes must be positive and sum to len(rows)")
-    source_event = np.repeat(events.event_id, events.sizes)[rows]
+    source_event = events.hit_event_ids()[rows]
     new_extras = {name: values[rows] for name, values in events.extras.items()}
     new_extras.update({SOURCE_EVENT_ID_COLUMN: source_event, "source_row": rows, **(extras or {})})
     return EventSet(

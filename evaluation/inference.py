@@ -75,11 +75,6 @@ def predict_track_params(
     return out[:-1]
 
 
-def hit_event_ids(events: EventSet) -> np.ndarray:
-    """[T] event id of every hit of ``events``."""
-    return np.repeat(events.event_id, events.sizes)
-
-
 def submission_frame(events: EventSet, labels: np.ndarray) -> pd.DataFrame:
     """TrackML-style submission for all events: event_id, hit_id, track_id.
 
@@ -87,7 +82,7 @@ def submission_frame(events: EventSet, labels: np.ndarray) -> pd.DataFrame:
     "unassigned" noise policy) means the hit is in no track for every score.
     """
     return pd.DataFrame(
-        {"event_id": hit_event_ids(events), "hit_id": events.hit_id, "track_id": labels}
+        {"event_id": events.hit_event_ids(), "hit_id": events.hit_id, "track_id": labels}
     )
 
 
@@ -135,7 +130,7 @@ def reconstruct(
     Hits predicted NaN/inf are counted in ``n_non_finite`` and logged in one warning.
     """
     params, model_s = predict_events(model, events, normaliser, batch_size, device)
-    n_non_finite = count_non_finite(params, hit_event_ids(events))
+    n_non_finite = count_non_finite(params, events.hit_event_ids())
     start = time.perf_counter()
     labels = cluster_events(params, events.offsets, clustering)
     cluster_s = time.perf_counter() - start

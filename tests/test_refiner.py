@@ -40,9 +40,7 @@ def test_groups_are_single_particles_with_their_own_targets(
     raw = pd.read_csv(summary.path, sep=";")
 
     # One group per particle with >= 3 hits; noise (track_id 0) is in no group.
-    particles = pd.DataFrame(
-        {"event": np.repeat(source.event_id, source.sizes), "particle": source.particle_id}
-    )
+    particles = pd.DataFrame({"event": source.hit_event_ids(), "particle": source.particle_id})
     counts = particles[particles.particle > 0].value_counts().sort_index()
     assert summary.n_groups == groups.n_events == int((counts >= 3).sum())
     assert summary.n_dropped_particles == int((counts < 3).sum())
