@@ -239,8 +239,14 @@ def read_redvid_csv(path: str | Path, data_type: str) -> pd.DataFrame:
         ValueError naming the file for everything ``read_redvid_rows`` rejects and for
         NaN/inf targets on a track hit.
     """
-    source = str(path)
-    raw = read_redvid_rows(path, data_type)
+    return redvid_hit_table(read_redvid_rows(path, data_type), data_type, str(path))
+
+
+def redvid_hit_table(raw: pd.DataFrame, data_type: str, source: str) -> pd.DataFrame:
+    """The hit table (see ``read_redvid_csv``) of rows from ``read_redvid_rows``.
+
+    ``source`` names the file in error messages (NaN/inf targets on a track hit).
+    """
     table = pd.DataFrame(
         {
             "event_id": raw["event_id"].to_numpy(np.int64),
@@ -310,8 +316,13 @@ def _helical_targets(raw: pd.DataFrame, source: str) -> dict[str, np.ndarray]:
     return targets
 
 
-def load_hit_table(path: str | Path, data_type: str) -> pd.DataFrame:
-    """Read any supported data file into a hit table (see module docstring)."""
+def read_rows(path: str | Path, data_type: str) -> pd.DataFrame:
+    """A data file's rows in its own layout, validated as the loader needs them.
+
+    REDVID: the CSV's columns (``read_redvid_rows``); TrackML: the converted hit table
+    (``trackml_data.read_hit_table``, already a hit table). Raises FileNotFoundError /
+    ValueError naming the file and what is wrong.
+    """
     if data_type not in DATA_TYPES:
         raise ValueError(f"unknown data_type {data_type!r}; use one of {DATA_TYPES}")
     path = Path(path)
@@ -321,7 +332,17 @@ def load_hit_table(path: str | Path, data_type: str) -> pd.DataFrame:
         from data_processing.trackml_data import read_hit_table
 
         return read_hit_table(path)
-    return read_redvid_csv(path, data_type)
+    return read_redvid_rows(path, data_type)
+
+
+def hit_table_from_rows(rows: pd.DataFrame, data_type: str, source: str) -> pd.DataFrame:
+    """The hit table (see module docstring) of rows from ``read_rows``."""
+    return rows if data_type == "trackml" else redvid_hit_table(rows, data_type, source)
+
+
+def load_hit_table(path: str | Path, data_type: str) -> pd.DataFrame:
+    """Read any supported data file into a hit table (see module docstring)."""
+    return hit_table_from_rows(read_rows(path, data_type), data_type, str(path))
 
 
 def columns_for(data_type: str, table: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -466,9 +487,16 @@ class EventSet:
 
 def load_events(path: str | Path, data_type: str, max_nr_hits: int | None = None) -> EventSet:
     """Read a data file straight into an EventSet with the data type's columns."""
-    table = load_hit_table(path, data_type)
+    return events_from_rows(read_rows(path, data_type), data_type, str(path), max_nr_hits)
+
+
+def events_from_rows(
+    rows: pd.DataFrame, data_type: str, source: str, max_nr_hits: int | None = None
+) -> EventSet:
+    """The EventSet of rows from ``read_rows`` (``source`` names the file in errors)."""
+    table = hit_table_from_rows(rows, data_type, source)
     inputs, targets = columns_for(data_type, table)
-    return EventSet.from_table(table, inputs, targets, max_nr_hits, source=str(path))
+    return EventSet.from_table(table, inputs, targets, max_nr_hits, source=source)
 
 
 def split_events(

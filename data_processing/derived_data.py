@@ -4,8 +4,8 @@ The refiner (one event per (event, particle) group) and the domain decomposition
 event per (event, region)) both write new data files in the source's own format, so the
 one training loop and the one loader read them unchanged. The helpers they share:
 
-* ``read_source_rows``: a data file's rows in its own layout (REDVID CSV columns or a
-  converted TrackML hit table);
+* (reading: ``dataset.read_rows``, a data file's rows in its own layout, REDVID CSV
+  columns or a converted TrackML hit table, and ``dataset.events_from_rows``);
 * ``with_source_columns``: tag rows with their source event (``source_event_id``) and
   original event (``source_event``) before their event_id is renumbered;
 * ``write_derived_rows``: write regrouped rows back in that format, atomically;
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from data_processing.common import atomic_write
-from data_processing.dataset import DATA_TYPES, read_redvid_rows, split_events
+from data_processing.dataset import split_events
 
 # Which column names the particle of a hit, per data type (the source file's own name).
 PARTICLE_COLUMN = {"linear": "track_id", "helical": "track_id", "trackml": "particle_id"}
@@ -55,26 +55,6 @@ class EventSelection:
         parts = split_events(n_events, self.fractions, self.seed)
         names = ("train", "val", "test")
         return np.sort(np.concatenate([parts[names.index(p)] for p in self.parts]))
-
-
-def read_source_rows(path: str | Path, data_type: str) -> pd.DataFrame:
-    """The source file's rows in its own layout (REDVID CSV or converted TrackML table).
-
-    Returns a non-empty DataFrame with at least ``event_id`` and the data type's particle
-    column (``PARTICLE_COLUMN``), validated as the loader validates it
-    (``read_redvid_rows`` / ``read_hit_table``).
-    Raises FileNotFoundError / ValueError naming the file and what is wrong.
-    """
-    if data_type not in DATA_TYPES:
-        raise ValueError(f"unknown data_type {data_type!r}; use one of {DATA_TYPES}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"source data file not found: {path}")
-    if data_type == "trackml":
-        from data_processing.trackml_data import read_hit_table
-
-        return read_hit_table(path)
-    return read_redvid_rows(path, data_type)
 
 
 def with_source_columns(rows: pd.DataFrame) -> pd.DataFrame:

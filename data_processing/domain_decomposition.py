@@ -59,11 +59,16 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from checkpoint import load_checkpoint
-from data_processing.dataset import DeviceEvents, EventSet, Normaliser, load_events
+from data_processing.dataset import (
+    DeviceEvents,
+    EventSet,
+    Normaliser,
+    events_from_rows,
+    read_rows,
+)
 from data_processing.derived_data import (
     SOURCE_EVENT_ID_COLUMN,
     EventSelection,
-    read_source_rows,
     with_source_columns,
     write_derived_rows,
 )
@@ -443,8 +448,8 @@ def write_region_file(
           ``trackml_data``), else the source event_id (``derived_data.with_source_columns``);
         * ``region``: the region index, ``band * n_sectors + sector``.
     """
-    events = load_events(source_path, data_type)
-    rows = read_source_rows(source_path, data_type)
+    rows = read_rows(source_path, data_type)  # the file is read and validated once
+    events = events_from_rows(rows, data_type, str(source_path))
     # EventSet rows are the file's rows stably sorted by event_id: align the raw rows so.
     rows = rows.sort_values("event_id", kind="stable").reset_index(drop=True)
     if selection is not None:

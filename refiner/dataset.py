@@ -24,8 +24,9 @@ also receives a random part (1 to all hits, uniformly) of another particle of th
 event, keeping that particle's own id and targets. HDBSCAN's impure clusters are mostly
 such merges, so a refiner trained with them learns to regress two tracks in one input.
 
-The row-level helpers (``read_source_rows``, ``write_derived_rows``, ``EventSelection``)
-live in ``data_processing.derived_data``, shared with the domain decomposition.
+The row-level helpers (``write_derived_rows``, ``EventSelection``) live in
+``data_processing.derived_data`` and the row reader (``read_rows``) in
+``data_processing.dataset``, shared with the domain decomposition.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_processing.dataset import read_rows
 from data_processing.derived_data import (
     PARTICLE_COLUMN,
     EventSelection,
-    read_source_rows,
     with_source_columns,
     write_derived_rows,
 )
@@ -182,7 +183,7 @@ def build_group_file(
     Returns:
         A ``GroupSummary``. Raises ValueError when no group is left.
     """
-    rows = read_source_rows(source_path, data_type)
+    rows = read_rows(source_path, data_type)
     event_ids = np.unique(rows["event_id"].to_numpy(np.int64))
     if selection is not None:
         chosen = event_ids[selection.positions(len(event_ids))]

@@ -23,9 +23,10 @@ from data_processing.dataset import (
     batch_event_indices,
     load_events,
     padded_batch,
+    read_rows,
     split_events,
 )
-from data_processing.derived_data import read_source_rows, write_derived_rows
+from data_processing.derived_data import write_derived_rows
 from data_processing.redvid import SimulationConfig, generate_dataset
 from data_processing.trackml_data import (
     HIT_TABLE_COLUMNS,
@@ -208,7 +209,7 @@ def test_binary_file_read_as_csv_names_the_file(tmp_path: Path) -> None:
     rows_path = tmp_path / "rows.csv"
     rows_path.write_bytes(b"\xff\xfe\x00binary;\x80\x81\n")
     with pytest.raises(ValueError, match=r"rows\.csv: not a readable"):
-        read_source_rows(rows_path, "helical")
+        read_rows(rows_path, "helical")
 
 
 def test_event_larger_than_max_nr_hits(tmp_path: Path) -> None:
