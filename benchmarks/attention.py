@@ -180,22 +180,21 @@ class Measured:
         return sum(r[0] for r in runs) / seconds, sum(r[1] for r in runs) / seconds
 
 
-def kernel_list(text: str) -> list[str]:
-    """``"auto,cudnn"`` -> the names, each one of ``FLASH_KERNELS`` (argparse type)."""
-    names = [k for k in text.split(",") if k]
-    unknown = [k for k in names if k not in FLASH_KERNELS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown kernel(s) {unknown}; use {FLASH_KERNELS}")
-    return names
+def choice_list(allowed: tuple[str, ...], what: str) -> Callable[[str], list[str]]:
+    """An argparse type: ``"a,b"`` -> ``["a", "b"]``, each name one of ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        names = [n for n in text.split(",") if n]
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {unknown}; use {allowed}")
+        return names
+
+    return parse
 
 
-def model_list(text: str) -> list[str]:
-    """``"d32,d128"`` -> the names, each one of ``MODELS`` (argparse type)."""
-    names = [m for m in text.split(",") if m]
-    unknown = [m for m in names if m not in MODELS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {unknown}; use {list(MODELS)}")
-    return names
+kernel_list = choice_list(FLASH_KERNELS, "kernel")
+model_list = choice_list(tuple(MODELS), "model")
 
 
 def synchronize(device: torch.device) -> None:
