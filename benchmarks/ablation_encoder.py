@@ -108,7 +108,8 @@ def run_one(
     Path(train_config.model_name).unlink(missing_ok=True)
     result = training.train(train_config, on_epoch=on_epoch)
     assert result.metrics is not None and result.model is not None
-    # Epoch 0's clock also holds loading the data; later epochs are pure training.
+    # Epoch 0 also pays first-call warm-up; the clock starts with the data on the
+    # device, and an epoch's time includes its validation pass and checkpoint save.
     per_epoch = float(np.diff(epoch_clock).mean()) if len(epoch_clock) > 1 else epoch_clock[0]
     return {
         "score": float(result.metrics["trackml_score"]),

@@ -282,6 +282,8 @@ def our_path(
     if compile_model:
         sample = BatchPlan.from_batches(batches[:1], sizes, device).batch(data, 0, packed)
         step_model = maybe_compile(model, True, sample, precision)
+        if step_model is model:  # maybe_compile fell back to eager (it logged why)
+            name += " (compile FAILED here: eager)"
     amp_dtype = torch.bfloat16 if precision == "bf16" else None
     # Inference batches by the same budget (a padded path: batch x mean size).
     infer_budget = hits_per_batch or int(batch * sizes.mean())
@@ -295,7 +297,7 @@ def our_path(
 
         def run() -> None:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                predict_track_params(model, subset, hits_per_batch=infer_budget)
+                predict_track_params(step_model, subset, hits_per_batch=infer_budget)
 
         return run
 
@@ -498,9 +500,13 @@ def markdown(rows, device: torch.device, command: str, skipped: list[str], args)
         "(batches stratified over the event-size range, after a warm-up on the smallest, "
         "a middle and the largest batch): all "
         "timed events (hits) over all timed seconds. 'x ref' = events/s over the "
-        "reference's in the same run and case.",
+        "reference's in the same run and case (blank if the reference failed). "
+        "'events/step': the reference batch size, or the hit budget in events of mean "
+        "size; in brackets the mean number of events per timed step. A compiled path "
+        "infers with the compiled model too.",
         "",
-        "| case | model | path | events/step | train ev/s | train hits/s | train x ref "
+        "| case | model | path | events/step (mean timed) | train ev/s | train hits/s | "
+        "train x ref "
         "| infer ev/s | infer hits/s | infer x ref |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -510,10 +516,13 @@ def markdown(rows, device: torch.device, command: str, skipped: list[str], args)
         infer, infer_hits = Measured.rates(path.infer_runs)
         if path.name == "reference":
             reference[(case_label, model_key)] = (train, infer)
-        ref_train, ref_infer = reference[(case_label, model_key)]
+        # A reference that failed leaves its case's ratios blank, not the table unwritten.
+        ref_train, ref_infer = reference.get((case_label, model_key), (float("nan"),) * 2)
+        # Events per step as timed (hit-budget steps hold a varying number of events).
+        timed_per_step = sum(r[0] for r in path.train_runs) / (len(path.train_runs) * args.steps)
         lines.append(
-            f"| {case_label} | {model_key} | {path.name} | {per_step} | {train:,.1f} | "
-            f"{train_hits:,.0f} | {train / ref_train:.2f} | {infer:,.1f} | "
+            f"| {case_label} | {model_key} | {path.name} | {per_step} ({timed_per_step:,.0f}) | "
+            f"{train:,.1f} | {train_hits:,.0f} | {train / ref_train:.2f} | {infer:,.1f} | "
             f"{infer_hits:,.0f} | {infer / ref_infer:.2f} |"
         )
     if skipped:
@@ -557,10 +566,14 @@ def main(argv: list[str] | None = None) -> Path:
     args.steps = args.steps or (2 if on_cpu else 10)
     args.repeats = args.repeats or (2 if on_cpu else 5)
     pairs = parse_pairs(args.cases or ",".join(DEFAULT_PAIRS), args.models)
+    if not pairs:
+        raise SystemExit("no case to run (--cases)")
     load_before = _load_average()
     rows = []
     failed = []
-    for case_key, model_key in pairs:
+    out = args.out or HERE / f"results_attention_{device.type}.md"
+    command = command_line("benchmarks/attention.py", argv)
+    for done, (case_key, model_key) in enumerate(pairs, 1):
         try:
             case_rows, case_failures = run_case(case_key, model_key, device, args)
             rows.extend(case_rows)
@@ -570,12 +583,16 @@ def main(argv: list[str] | None = None) -> Path:
             failed.append(f"{CASES[case_key].label}, {model_key}: FAILED ({err!r:.200})")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    args.load = f"{load_before} before, {_load_average()} after"
-    skipped = [f"{CASES[c].label}, {m}: not run" for c, m in DEFAULT_PAIRS_T if (c, m) not in pairs]
-    skipped += failed + args.note
-    command = command_line("benchmarks/attention.py", argv)
-    text = markdown(rows, device, command, skipped, args)
-    return write_table(text, args.out or HERE / f"results_attention_{device.type}.md")
+        # The table so far, after every case: a run cut short keeps what it measured.
+        args.load = f"{load_before} before, {_load_average()} after"
+        not_run = [
+            f"{CASES[c].label}, {m}: not run" for c, m in DEFAULT_PAIRS_T if (c, m) not in pairs
+        ]
+        not_yet = [f"{CASES[c].label}, {m}: not reached" for c, m in pairs[done:]]
+        text = markdown(rows, device, command, not_run + not_yet + failed + args.note, args)
+        Path(out).write_text(text)
+    print(text)
+    return Path(out)
 
 
 def command_line(script: str, argv: list[str] | None) -> str:

@@ -147,15 +147,19 @@ def main() -> None:
             "",
             "`evaluation.scoring.score_event` (pandas/numpy, input checks included) against "
             "a per-track Python loop (`score_event_loop` in `benchmarks/scoring.py`), on "
-            "the seeded synthetic event of `make_event` (about 9,000 particles of about 10 "
-            "hits, 10 % noise, imperfect assignment). Both give the same score "
+            f"the seeded synthetic event of `make_event` ({len(truth):,} hits, "
+            f"{truth.loc[truth.particle_id > 0, 'particle_id'].nunique():,} particles, "
+            f"{(truth.particle_id == 0).mean():.0%} noise, imperfect assignment). Both give "
+            "the same score "
             f"(asserted). Median of {args.repeats} (vectorised) and {args.loop_repeats} "
             "(loop) runs.",
             "",
             *rows,
             "",
             f"Python {platform.python_version()}, pandas {pd.__version__}, "
-            f"numpy {np.__version__}. Regenerate with `.venv/bin/python -m benchmarks.scoring`.",
+            f"numpy {np.__version__}. Command: `python -m benchmarks.scoring "
+            f"--n-hits {args.n_hits} --repeats {args.repeats} "
+            f"--loop-repeats {args.loop_repeats}`.",
             "",
         ]
     )

@@ -109,7 +109,7 @@ def run(repeats: int) -> str:
             f"Machine: {machine}.",
             "",
             f"Reading the event (3 csv.gz files + validation): {read_s * 1e3:.1f} ms "
-            f"({5527 / read_s:,.0f} input hits/s).",
+            f"({len(event.hits) / read_s:,.0f} input hits/s).",
             "",
             "| scenario | hits out | build ms | write ms | build hits/s | build+write hits/s "
             "| bytes/hit (parquet) |",

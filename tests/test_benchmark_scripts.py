@@ -54,3 +54,19 @@ def test_a_failing_path_is_left_out_and_named() -> None:
     failed = measure(paths, sizes, steps=1, repeats=2, device=torch.device("cpu"))
     assert paths == [good] and len(good.train_runs) == 2 and not bad.train_runs
     assert failed == ["bad: FAILED (RuntimeError: no kernel for these inputs)"]
+
+
+def test_table_is_written_when_the_reference_failed() -> None:
+    import argparse
+
+    from benchmarks.attention import Measured, markdown
+
+    ours = Measured("sdpa, sorted", None, None, [])
+    ours.train_runs = [(10, 1000, 0.5), (10, 1000, 0.5)]
+    ours.infer_runs = [(10, 1000, 0.1), (10, 1000, 0.1)]
+    args = argparse.Namespace(load="n/a", repeats=2, steps=5)
+    text = markdown([("100 hits", "d32", ours, 64)], torch.device("cpu"), "cmd", [], args)
+    row = next(line for line in text.splitlines() if "sdpa, sorted" in line)
+    # 20 events in 1 s; 2 timed events per step; no reference: blank ratios.
+    assert row.split(" | ")[3:6] == ["64 (2)", "20.0", "2,000"]
+    assert row.count("nan") == 2
