@@ -28,6 +28,7 @@ particle cannot change the score or whether a track matches a particle.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -491,16 +492,23 @@ def particle_table(
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MatchSettings:
+    """Which clusters and particles the efficiencies count (see :func:`efficiencies`)."""
+
+    definition: Definition = "trackformers"
+    pt_min: float = 0.0
+    eta_max: float = 4.0
+    min_layers: int = 3
+    pixel_only: bool = True
+    min_cluster_size: int = 3
+
+
 def _match(
     truth: pd.DataFrame,
     submission: pd.DataFrame,
     particles: pd.DataFrame | None,
-    definition: Definition,
-    pt_min: float,
-    eta_max: float,
-    min_layers: int,
-    pixel_only: bool,
-    min_cluster_size: int,
+    settings: MatchSettings,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Match clusters and particles; the shared core of the efficiency functions.
 
@@ -516,9 +524,11 @@ def _match(
         bool ``selected`` (in the cluster denominator), ``perfect``, ``double_majority``,
         ``lhc``.
     """
-    if definition not in ("trackformers", "gnn_tracking"):
-        raise ValueError(f"unknown definition {definition!r}; use 'trackformers' or 'gnn_tracking'")
-    gnn = definition == "gnn_tracking"
+    if settings.definition not in ("trackformers", "gnn_tracking"):
+        raise ValueError(
+            f"unknown definition {settings.definition!r}; use 'trackformers' or 'gnn_tracking'"
+        )
+    gnn = settings.definition == "gnn_tracking"
     layer_columns = ["volume_id", "layer_id"] if gnn else []
     if gnn:
         _require_columns(
@@ -532,7 +542,7 @@ def _match(
         truth, submission, ["particle_id", *layer_columns, *kin_columns], False
     )
     hits = _join_hits(truth, submission)
-    table = _particle_table(hits, particles, pixel_only)
+    table = _particle_table(hits, particles, settings.pixel_only)
 
     pairs = _pairs(hits)
     n_hits = pairs["n_hits"].to_numpy()
@@ -542,7 +552,7 @@ def _match(
     # A negative label (HDBSCAN's -1) is "no cluster" whatever its size, in both
     # definitions (SPEC: an unassigned hit is in no track).
     unassigned = _unassigned(pairs["track_id"].to_numpy())
-    valid = (track_nhits >= min_cluster_size) & ~unassigned
+    valid = (track_nhits >= settings.min_cluster_size) & ~unassigned
     # Noise is never a particle to be found: a cluster of noise matches nothing.
     base = valid & (pairs["particle_id"].to_numpy() > 0)
     pairs["perfect"] = base & (n_hits == pairs["particle_nhits"].to_numpy()) & (purity > 0.99)
@@ -566,21 +576,23 @@ def _match(
 
     # gnn_tracking always applies its |eta| cut; trackformers applies pT/eta cuts only
     # when asked for (pt_min > 0), so that its default reproduces the published numbers.
-    kinematic_cut = pt_min > 0 or (gnn and bool(np.isfinite(eta_max)))
+    kinematic_cut = settings.pt_min > 0 or (gnn and bool(np.isfinite(settings.eta_max)))
     if kinematic_cut and "pt" not in table.columns:
         raise ValueError(
-            f"the {definition} pT/eta cuts need kinematics: pass particles (px, py, pz) "
+            f"the {settings.definition} pT/eta cuts need kinematics: pass particles (px, py, pz) "
             "or give truth per-hit pt and eta columns"
         )
     if gnn:
-        selected = table["n_layers"].to_numpy() >= min_layers
+        selected = table["n_layers"].to_numpy() >= settings.min_layers
     else:
         # A particle with fewer hits than the smallest cluster can never be matched:
         # counting it would keep even the true assignment below 100 %.
-        selected = table["nhits"].to_numpy() >= min_cluster_size
+        selected = table["nhits"].to_numpy() >= settings.min_cluster_size
     in_range = np.ones(len(table), dtype=bool)
     if kinematic_cut:
-        in_range = (table["pt"].to_numpy() >= pt_min) & (np.abs(table["eta"].to_numpy()) < eta_max)
+        in_range = (table["pt"].to_numpy() >= settings.pt_min) & (
+            np.abs(table["eta"].to_numpy()) < settings.eta_max
+        )
     table["selected"] = selected & in_range
 
     # Cluster side: the majority pair of each cluster carries the cluster's match flags
@@ -700,12 +712,7 @@ def efficiencies(
         truth,
         submission,
         particles,
-        definition,
-        pt_min,
-        eta_max,
-        min_layers,
-        pixel_only,
-        min_cluster_size,
+        MatchSettings(definition, pt_min, eta_max, min_layers, pixel_only, min_cluster_size),
     )
     chosen = table[table["selected"]]
     counted = clusters[clusters["selected"]]
@@ -789,12 +796,7 @@ def efficiency_vs(
         truth,
         submission,
         particles,
-        definition,
-        pt_min,
-        eta_max,
-        min_layers,
-        pixel_only,
-        min_cluster_size,
+        MatchSettings(definition, pt_min, eta_max, min_layers, pixel_only, min_cluster_size),
     )
     if variable not in table.columns:
         raise ValueError(
