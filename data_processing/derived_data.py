@@ -9,7 +9,9 @@ one training loop and the one loader read them unchanged. The helpers they share
 * ``with_source_columns``: tag rows with their source event (``source_event_id``) and
   original event (``source_event``) before their event_id is renumbered;
 * ``write_derived_rows``: write regrouped rows back in that format, atomically;
-* ``EventSelection``: which source events (parts of the 70/15/15 split) to take.
+* ``EventSelection``: which source events (parts of the 70/15/15 split) to take;
+* ``pair_codes``: dense codes of (event, particle) or (event, region) pairs;
+* ``regroup_events``: a derived EventSet whose events are given groups of hit rows.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from data_processing.common import atomic_write
-from data_processing.dataset import split_events
+from data_processing.dataset import EventSet, split_events
 
 # Which column names the particle of a hit, per data type (the source file's own name).
 PARTICLE_COLUMN = {"linear": "track_id", "helical": "track_id", "trackml": "particle_id"}
@@ -94,3 +96,66 @@ def write_derived_rows(rows: pd.DataFrame, data_type: str, path: str | Path) -> 
     )
     write_hit_table(filled, path)
     return path
+
+
+def pair_codes(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense codes of the distinct (first, second) pairs of two [N] int64 arrays.
+
+    Returns ([N] int64 codes in 0..n-1, numbered in increasing (first, second) order; n,
+    the number of distinct pairs). Any int64 values are allowed.
+    """
+    first = np.asarray(first, dtype=np.int64)
+    second = np.asarray(second, dtype=np.int64)
+    if len(first) != len(second):
+        raise ValueError(f"pair_codes: {len(first)} first but {len(second)} second values")
+    if len(first) == 0:
+        return np.empty(0, dtype=np.int64), 0
+    # Ids can be anything up to 2**63 (TrackML particle ids reach ~9e17), so a key built
+    # from the raw values could overflow int64 and give two pairs one code. Ranks of the
+    # distinct values are < N each, so rank_first * n_second + rank_second < N**2 fits
+    # int64 for any N below 3e9, and it orders the pairs as (first, second) does.
+    _, rank_first = np.unique(first, return_inverse=True)
+    distinct_second, rank_second = np.unique(second, return_inverse=True)
+    keys = rank_first.reshape(-1) * len(distinct_second) + rank_second.reshape(-1)
+    uniques, codes = np.unique(keys, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64), len(uniques)
+
+
+def regroup_events(
+    events: EventSet,
+    rows: np.ndarray,
+    sizes: np.ndarray,
+    extras: dict[str, np.ndarray] | None = None,
+) -> EventSet:
+    """A derived EventSet whose events are given groups of hit rows of ``events``.
+
+    Args:
+        events: the source set.
+        rows: [T'] source rows of the new set's hits, grouped: new event g is
+            ``rows[offsets[g]:offsets[g + 1]]``. A row may appear in several groups.
+        sizes: [E'] hits per new event (> 0), summing to T'.
+        extras: additional per-hit [T'] columns for the new set.
+
+    Returns:
+        EventSet with event ids 0..E'-1; the source's event id of every hit is kept in the
+        extra column ``source_event_id`` and its row in ``source_row``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if int(sizes.sum()) != len(rows) or (sizes <= 0).any():
+        raise ValueError("regroup_events: sizes must be positive and sum to len(rows)")
+    source_event = events.hit_event_ids()[rows]
+    new_extras = {name: values[rows] for name, values in events.extras.items()}
+    new_extras.update({SOURCE_EVENT_ID_COLUMN: source_event, "source_row": rows, **(extras or {})})
+    return EventSet(
+        inputs=events.inputs[rows],
+        targets=events.targets[rows],
+        particle_id=events.particle_id[rows],
+        hit_id=events.hit_id[rows],
+        weight=events.weight[rows],
+        event_id=np.arange(len(sizes), dtype=np.int64),
+        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        input_names=events.input_names,
+        target_names=events.target_names,
+        extras=new_extras,
+    )

@@ -32,7 +32,7 @@ import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from data_processing.dataset import EventSet, Normaliser
-from data_processing.domain_decomposition import pair_codes, regroup_events
+from data_processing.derived_data import pair_codes, regroup_events
 from evaluation.clustering import ClusteringConfig
 from evaluation.inference import reconstruct, score_reconstruction
 from evaluation.test import evaluation_config_from, load_setup, write_json

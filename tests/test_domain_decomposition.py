@@ -13,6 +13,7 @@ import pytest
 import training
 from data_processing import domain_decomposition as dd
 from data_processing.dataset import EventSet, Normaliser, load_events
+from data_processing.derived_data import pair_codes
 from data_processing.redvid import SimulationConfig, generate_dataset
 from data_processing.trackml_data import (
     SubEventConfig,
@@ -21,6 +22,7 @@ from data_processing.trackml_data import (
     read_hit_table,
     write_hit_table,
 )
+from evaluation import decomposition as ed
 from evaluation.inference import score_reconstruction
 from tests.oracles import DirectionOracle, straight_track_event
 
@@ -195,7 +197,7 @@ def test_cli_on_a_trained_model_one_region_equals_the_undivided_event(
             device="cpu",
         )
     )
-    results = dd.main(
+    results = ed.main(
         [
             "--model_name",
             str(checkpoint),
@@ -236,7 +238,7 @@ def test_region_events_are_written_as_a_training_file(tmp_path: Path) -> None:
     out = tmp_path / "regions.csv"
     source_args = ["--data_path", str(source), "--data_type", "helical"]
     regions_args = ["--phi_regions", "4", "--overlap", "0.1"]
-    report = dd.main(["--write_regions", str(out), *source_args, *regions_args])
+    report = ed.main(["--write_regions", str(out), *source_args, *regions_args])
     events = load_events(source, "helical")
     split = dd.split_into_regions(events, dd.DecompositionConfig.regular(overlap=0.1))
     regions = load_events(out, "helical")
@@ -293,17 +295,17 @@ def test_trackml_region_file_keeps_the_trackml_event_number(
 
 def test_pair_codes_do_not_collide_for_large_ids() -> None:
     # Formerly 0 * 2**60 + 16 * ... overflowed int64: (0, 5) and (16, 5) shared code 0.
-    codes, n = dd.pair_codes(np.array([0, 16, 0]), np.array([5, 5, 2**60 + 4]))
+    codes, n = pair_codes(np.array([0, 16, 0]), np.array([5, 5, 2**60 + 4]))
     assert n == 3 and codes.tolist() == [0, 2, 1]
     rng = np.random.default_rng(0)
     first = rng.integers(0, 40, 5000)
     second = rng.choice(rng.integers(-(2**62), 2**62, 50), 5000)
-    codes, n = dd.pair_codes(first, second)
+    codes, n = pair_codes(first, second)
     # Reference: distinct rows, in (first, second) order.
     pairs, expected = np.unique(np.stack([first, second], axis=1), axis=0, return_inverse=True)
     assert n == len(pairs)
     np.testing.assert_array_equal(codes, expected.reshape(-1))
-    assert dd.pair_codes(np.array([], dtype=np.int64), np.array([], dtype=np.int64))[1] == 0
+    assert pair_codes(np.array([], dtype=np.int64), np.array([], dtype=np.int64))[1] == 0
 
 
 def test_merging_parameters_keeps_a_region_holding_a_single_track() -> None:
@@ -317,14 +319,14 @@ def test_merging_parameters_keeps_a_region_holding_a_single_track() -> None:
     scores = {}
     for merge in dd.MERGE_MODES:
         config = dd.DecompositionConfig.regular(phi_regions=4, overlap=0.1, merge=merge)
-        result = dd.reconstruct_by_regions(oracle, events, normaliser, published, config)
+        result = ed.reconstruct_by_regions(oracle, events, normaliser, published, config)
         scores[merge] = score_reconstruction(events, result.labels)["trackml_score"]
     # HDBSCAN never returns one cluster, so a one-track region is lost per region...
     assert scores["labels"] == 0.0
     # ...unless a region where it finds none is called one track (the default).
     config = dd.DecompositionConfig.regular(phi_regions=4, overlap=0.1, merge="labels")
     default = ClusteringConfig(4, 2, n_jobs=1)
-    result = dd.reconstruct_by_regions(oracle, events, normaliser, default, config)
+    result = ed.reconstruct_by_regions(oracle, events, normaliser, default, config)
     assert score_reconstruction(events, result.labels)["trackml_score"] == 1.0
     # Clustering the whole event's merged parameters finds all four tracks either way.
     assert scores["params"] == 1.0
