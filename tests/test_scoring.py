@@ -1,4 +1,4 @@
-"""Tests of evaluation.scoring: TrackML score and tracking efficiencies.
+"""Tests of evaluation.scoring and evaluation.efficiencies: TrackML score, efficiencies.
 
 Hand-built events have their expected values worked out in the comments next to them.
 """
@@ -12,15 +12,17 @@ import pandas as pd
 import pytest
 
 from benchmarks.scoring import make_event, score_event_loop
-from evaluation.scoring import (
+from evaluation.efficiencies import (
+    DEFINITIONS,
+    MatchSettings,
     efficiencies,
     efficiency_vs,
-    misassigned_hits,
-    pair_table,
     particle_table,
-    score_event,
-    score_per_event,
 )
+from evaluation.scoring import misassigned_hits, pair_table, score_event, score_per_event
+
+#: This project's variant of the trackformers efficiencies (truth scores 100 %).
+MIN_HITS = MatchSettings("trackformers_min_hits")
 
 # ---------------------------------------------------------------------------------------
 # Helpers
@@ -372,9 +374,9 @@ def eff_event() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 EFF_SHARED_LABEL = [6 if t == -1 else t for t in EFF_TRACKS]
 
 
-def test_trackformers_efficiencies_by_hand() -> None:
+def test_trackformers_min_hits_efficiencies_by_hand() -> None:
     truth, submission, particles = eff_event()
-    result = efficiencies(truth, submission, particles, definition="trackformers")
+    result = efficiencies(truth, submission, particles, MIN_HITS)
     # Particles P1..P4: perfect P1 -> 1/4; DM P1, P2 -> 2/4.
     assert result["n_particles"] == 4
     assert result["perfect"] == 0.25
@@ -391,10 +393,28 @@ def test_trackformers_efficiencies_by_hand() -> None:
     # The same hits under a shared label 6 are a 4-hit cluster, majority noise (2 P4 and
     # 2 noise; ties go to the smaller id, 0): a fake. Clusters T1, T2, T4, T5, T6:
     # LHC 3/5, fake 1 - 2/5.
-    shared = efficiencies(truth, make_submission(EFF_SHARED_LABEL), particles)
+    shared = efficiencies(truth, make_submission(EFF_SHARED_LABEL), particles, MIN_HITS)
     assert (shared["n_tracks"], shared["n_submitted_tracks"]) == (5, 7)
     assert shared["lhc"] == pytest.approx(0.6)
     assert shared["fake_rate"] == pytest.approx(0.6)
+
+
+def test_published_trackformers_efficiencies_by_hand() -> None:
+    truth, submission, particles = eff_event()
+    result = efficiencies(truth, submission, particles)  # the default: "trackformers"
+    # Particles P1..P4 (all have >= 3 hits here): perfect P1 -> 1/4; DM P1, P2 -> 2/4.
+    assert (result["n_particles"], result["perfect"], result["double_majority"]) == (4, 0.25, 0.5)
+    # Every submitted track counts, the 1-hit T3 and T7 too: 6 tracks (-1 is none).
+    # LHC T1, T4, T5 -> 3/6; DM T1, T2 -> fake 1 - 2/6.
+    assert (result["n_tracks"], result["n_submitted_tracks"]) == (6, 6)
+    assert result["lhc"] == 0.5
+    assert result["fake_rate"] == pytest.approx(2 / 3)
+    assert result["duplicate_rate"] == 0.5
+    # A shared label 6 adds the noise-majority 4-hit track: LHC 3/7, fake 1 - 2/7.
+    shared = efficiencies(truth, make_submission(EFF_SHARED_LABEL), particles)
+    assert shared["n_tracks"] == 7
+    assert shared["lhc"] == pytest.approx(3 / 7)
+    assert shared["fake_rate"] == pytest.approx(5 / 7)
 
 
 def test_trackformers_denominator_needs_min_cluster_size_hits() -> None:
@@ -402,20 +422,27 @@ def test_trackformers_denominator_needs_min_cluster_size_hits() -> None:
     truth = make_truth([1, 1, 1, 1, 2, 2])
     submission = make_submission([1, 1, 1, 1, 2, 2])
     # Clusters need >= 3 hits: P2's track is no cluster and P2 is not in the denominator.
-    result = efficiencies(truth, submission)
+    result = efficiencies(truth, submission, settings=MIN_HITS)
     assert (result["n_particles"], result["n_particles_with_hits"]) == (1, 2)
     assert result["perfect"] == result["double_majority"] == result["lhc"] == 1.0
     assert result["n_tracks"] == 1
     # With 2-hit clusters both particles count and both are found.
-    result = efficiencies(truth, submission, min_cluster_size=2)
+    two = MatchSettings("trackformers_min_hits", min_cluster_size=2)
+    result = efficiencies(truth, submission, settings=two)
     assert result["n_particles"] == result["n_perfect"] == result["n_tracks"] == 2
+    # The published definition counts P2 and its 2-hit track anyway: 1/2 everywhere.
+    result = efficiencies(truth, submission)
+    assert (result["n_particles"], result["n_tracks"], result["n_perfect"]) == (2, 2, 1)
+    assert result["perfect"] == result["double_majority"] == result["lhc"] == 0.5
+    result = efficiencies(truth, submission, settings=MatchSettings(min_cluster_size=2))
+    assert result["perfect"] == result["lhc"] == 1.0
 
 
 def test_trackformers_with_a_pt_cut_by_hand() -> None:
     truth, submission, particles = eff_event()
     # pT >= 0.9 keeps P1 (2 GeV), P2 (1 GeV), P4 (3 GeV); P3 (0.5 GeV) goes. All have
     # >= 3 hits and |eta| < 4. Perfect P1 -> 1/3; DM P1, P2 -> 2/3.
-    result = efficiencies(truth, submission, particles, "trackformers", pt_min=0.9)
+    result = efficiencies(truth, submission, particles, MatchSettings(MIN_HITS.definition, 0.9))
     assert result["n_particles"] == 3
     assert result["perfect"] == pytest.approx(1 / 3)
     assert result["double_majority"] == pytest.approx(2 / 3)
@@ -429,19 +456,30 @@ def test_trackformers_with_a_pt_cut_by_hand() -> None:
     # counts (its majority is noise, not a particle outside the cut). T1, T2, T6: LHC
     # T1 -> 1/3; DM T1, T2 -> fake 1/3.
     shared = make_submission(EFF_SHARED_LABEL)
-    result = efficiencies(truth, shared, particles, "trackformers", pt_min=0.9)
+    result = efficiencies(truth, shared, particles, MatchSettings(MIN_HITS.definition, 0.9))
     assert result["n_tracks"] == 3
     assert result["lhc"] == pytest.approx(1 / 3)
     assert result["fake_rate"] == pytest.approx(1 / 3)
+    # Published, same cut: the same 3 particles; tracks T1, T2 and the 1-hit T3 (P2)
+    # and T7 (P4) count, T4, T5 (P3) do not. LHC T1 -> 1/4; DM T1, T2 -> fake 1/2. The
+    # shared label adds T6 (noise majority): LHC 1/5, fake 3/5.
+    published = MatchSettings("trackformers", pt_min=0.9)
+    result = efficiencies(truth, submission, particles, published)
+    assert (result["n_particles"], result["n_tracks"]) == (3, 4)
+    assert (result["lhc"], result["fake_rate"]) == (0.25, 0.5)
+    result = efficiencies(truth, shared, particles, published)
+    assert result["n_tracks"] == 5
+    assert (result["lhc"], result["fake_rate"]) == (pytest.approx(0.2), pytest.approx(0.6))
     # Without kinematics a pT cut is an error, not silently skipped.
-    with pytest.raises(ValueError, match="kinematics"):
-        efficiencies(truth, submission, None, "trackformers", pt_min=0.9)
+    for definition in ("trackformers", "trackformers_min_hits"):
+        with pytest.raises(ValueError, match="kinematics"):
+            efficiencies(truth, submission, None, MatchSettings(definition, pt_min=0.9))
 
 
 def test_gnn_tracking_efficiencies_by_hand() -> None:
     truth, submission, particles = eff_event()
     # pT >= 0.9: P1 and P2 (P3 has 0.5 GeV, P4 only 2 layers).
-    result = efficiencies(truth, submission, particles, definition="gnn_tracking", pt_min=0.9)
+    result = efficiencies(truth, submission, particles, MatchSettings("gnn_tracking", 0.9))
     assert result["n_reconstructable"] == result["n_particles"] == 2
     assert result["perfect"] == 0.5  # P1
     assert result["double_majority"] == 1.0  # P1, P2
@@ -454,7 +492,7 @@ def test_gnn_tracking_efficiencies_by_hand() -> None:
 
     # pT >= 0: P1, P2, P3. Perfect P1 -> 1/3; DM P1, P2 -> 2/3. Clusters T1, T2, T4, T5:
     # LHC T1, T4, T5 -> 3/4; DM T1, T2 -> fake 1/2; P3 twice LHC-matched -> 1/2.
-    result = efficiencies(truth, submission, particles, definition="gnn_tracking")
+    result = efficiencies(truth, submission, particles, MatchSettings("gnn_tracking"))
     assert result["n_particles"] == 3
     assert result["perfect"] == pytest.approx(1 / 3)
     assert result["double_majority"] == pytest.approx(2 / 3)
@@ -464,7 +502,7 @@ def test_gnn_tracking_efficiencies_by_hand() -> None:
     assert result["duplicate_rate"] == 0.5
 
     # |eta| < 1.5 drops P3 (eta 2.0) as well: same as the pT >= 0.9 case.
-    result = efficiencies(truth, submission, particles, definition="gnn_tracking", eta_max=1.5)
+    result = efficiencies(truth, submission, particles, MatchSettings("gnn_tracking", eta_max=1.5))
     assert result["n_particles"] == 2
 
 
@@ -473,22 +511,23 @@ def test_kinematics_from_truth_columns_equal_particles_table() -> None:
     pt = {p: k[0] for p, k in EFF_KINEMATICS.items()}
     eta = {p: k[1] for p, k in EFF_KINEMATICS.items()}
     with_columns = truth.assign(pt=truth["particle_id"].map(pt), eta=truth["particle_id"].map(eta))
-    kwargs = {"definition": "gnn_tracking", "pt_min": 0.9}
-    assert efficiencies(with_columns, submission, **kwargs) == efficiencies(
-        truth, submission, particles, **kwargs
+    settings = MatchSettings("gnn_tracking", pt_min=0.9)
+    assert efficiencies(with_columns, submission, settings=settings) == efficiencies(
+        truth, submission, particles, settings
     )
 
 
 def test_gnn_tracking_needs_layers_and_kinematics() -> None:
     truth, submission, particles = eff_event()
+    gnn = MatchSettings("gnn_tracking")
     with pytest.raises(ValueError, match="volume_id"):
-        efficiencies(truth.drop(columns="volume_id"), submission, particles, "gnn_tracking")
+        efficiencies(truth.drop(columns="volume_id"), submission, particles, gnn)
     with pytest.raises(ValueError, match="kinematics"):
-        efficiencies(truth, submission, None, "gnn_tracking", pt_min=0.9)
+        efficiencies(truth, submission, None, MatchSettings("gnn_tracking", pt_min=0.9))
     with pytest.raises(ValueError, match=r"particles lacks 1 particle.*particle_id \[3\]"):
-        efficiencies(truth, submission, particles[particles["particle_id"] != 3], "gnn_tracking")
+        efficiencies(truth, submission, particles[particles["particle_id"] != 3], gnn)
     with pytest.raises(ValueError, match="unknown definition"):
-        efficiencies(truth, submission, particles, "atlas")
+        MatchSettings("atlas")  # type: ignore[arg-type]
 
 
 def test_efficiencies_are_invariant_to_row_order_and_labels() -> None:
@@ -498,9 +537,9 @@ def test_efficiencies_are_invariant_to_row_order_and_labels() -> None:
     other = submission.assign(track_id=submission["track_id"].map(relabel))
     other = other.sample(frac=1.0, random_state=4)
     shuffled_truth = truth.sample(frac=1.0, random_state=5)
-    for definition in ("trackformers", "gnn_tracking"):
-        assert efficiencies(shuffled_truth, other, particles, definition) == efficiencies(
-            truth, submission, particles, definition
+    for settings in map(MatchSettings, DEFINITIONS):
+        assert efficiencies(shuffled_truth, other, particles, settings) == efficiencies(
+            truth, submission, particles, settings
         )
 
 
@@ -511,9 +550,9 @@ def test_efficiencies_pool_events() -> None:
     truth2 = pd.concat([truth.assign(event_id=1), truth.assign(event_id=2)])
     submission2 = pd.concat([submission.assign(event_id=1), submission.assign(event_id=2)])
     particles2 = pd.concat([particles.assign(event_id=1), particles.assign(event_id=2)])
-    for definition in ("trackformers", "gnn_tracking"):
-        single = efficiencies(truth, submission, particles, definition)
-        pooled = efficiencies(truth2, submission2, particles2, definition)
+    for settings in map(MatchSettings, DEFINITIONS):
+        single = efficiencies(truth, submission, particles, settings)
+        pooled = efficiencies(truth2, submission2, particles2, settings)
         for key, value in single.items():
             expected = 2 * value if key.startswith("n_") else value
             assert pooled[key] == pytest.approx(expected), key
@@ -522,8 +561,8 @@ def test_efficiencies_pool_events() -> None:
 def test_perfect_submission_is_fully_efficient() -> None:
     truth, _, particles = eff_event()
     submission = truth_as_submission(truth)
-    for definition in ("trackformers", "gnn_tracking"):
-        result = efficiencies(truth, submission, particles, definition)
+    for settings in map(MatchSettings, DEFINITIONS):
+        result = efficiencies(truth, submission, particles, settings)
         assert result["perfect"] == result["double_majority"] == result["lhc"] == 1.0
         assert result["fake_rate"] == result["duplicate_rate"] == 0.0
 
@@ -568,9 +607,8 @@ def test_sample_reconstructable_counts(sample: dict[str, pd.DataFrame]) -> None:
     submission = truth_as_submission(truth)
 
     def gnn(pt_min: float, **kwargs: bool) -> dict[str, float | int]:
-        return efficiencies(
-            truth, submission, particles, "gnn_tracking", pt_min=pt_min, eta_max=4.0, **kwargs
-        )
+        settings = MatchSettings("gnn_tracking", pt_min=pt_min, eta_max=4.0, **kwargs)
+        return efficiencies(truth, submission, particles, settings)
 
     assert gnn(0.0)["n_reconstructable"] == 373
     headline = gnn(0.9)
@@ -589,9 +627,9 @@ def test_sample_trackformers_and_noise_labels(sample: dict[str, pd.DataFrame]) -
     truth = sample["truth"]
     nhits = truth.loc[truth["particle_id"] > 0, "particle_id"].value_counts()
     submission = truth_as_submission(truth)
-    result = efficiencies(truth, submission, definition="trackformers")
+    result = efficiencies(truth, submission, settings=MIN_HITS)
     # 468 particles have hits; the 37 with fewer than 3 can form no cluster and are not in
-    # the denominator, so truth finds all 431 others. Noise singletons are no clusters.
+    # the min_hits denominator, so truth finds all 431 others. Noise (label < 0) is none.
     assert result["n_particles_with_hits"] == len(nhits) == 468
     assert result["n_particles"] == result["n_perfect"] == (nhits >= 3).sum() == 431
     for key in ("perfect", "double_majority", "lhc"):
@@ -599,23 +637,35 @@ def test_sample_trackformers_and_noise_labels(sample: dict[str, pd.DataFrame]) -
     assert result["fake_rate"] == result["duplicate_rate"] == 0.0
     # All 829 noise hits under one label make one big noise cluster: a fake in 432.
     one_label = submission.assign(track_id=truth["particle_id"].to_numpy())
-    result = efficiencies(truth, one_label, definition="trackformers")
+    result = efficiencies(truth, one_label, settings=MIN_HITS)
     assert result["n_tracks"] == 432
     assert result["fake_rate"] == pytest.approx(1 / 432)
+    # Published: all 468 particles and all 468 tracks count, 431 of them matched.
+    published = efficiencies(truth, submission)
+    assert (published["n_particles"], published["n_tracks"]) == (468, 468)
+    for key in ("perfect", "double_majority", "lhc"):
+        assert published[key] == pytest.approx(431 / 468)
+        assert round(published[key], 3) == 0.921
+    published = efficiencies(truth, one_label)
+    assert published["n_tracks"] == 469 and published["lhc"] == pytest.approx(431 / 469)
     # gnn_tracking ignores a negative label whatever its size.
     particle_id = truth["particle_id"].to_numpy()
     minus_one = submission.assign(track_id=np.where(particle_id > 0, particle_id, -1))
-    result = efficiencies(truth, minus_one, sample["particles"], "gnn_tracking", pt_min=0.9)
+    result = efficiencies(truth, minus_one, sample["particles"], MatchSettings("gnn_tracking", 0.9))
     assert result["fake_rate"] == 0.0
     assert result["double_majority"] == 1.0
 
 
 def test_sample_efficiency_vs_pt_counts_every_particle(sample: dict[str, pd.DataFrame]) -> None:
     truth, particles = sample["truth"], sample["particles"]
-    table = efficiency_vs(truth, truth_as_submission(truth), particles, "pt")
+    submission = truth_as_submission(truth)
+    table = efficiency_vs(truth, submission, particles, "pt", settings=MIN_HITS)
     # Default pT bins start at 0 and end at infinity: all 431 particles with >= 3 hits
-    # (the trackformers denominator) are binned, and truth finds every one of them.
+    # (the trackformers_min_hits denominator) are binned, and truth finds every one.
     assert table["n_particles"].sum() == table["n_double_majority"].sum() == 431
+    # Published: all 468 are binned, the same 431 found.
+    table = efficiency_vs(truth, submission, particles, "pt")
+    assert (table["n_particles"].sum(), table["n_double_majority"].sum()) == (468, 431)
 
 
 def test_sample_hit_table_truth_frame_carries_the_cuts(trackml_sample_dir: Path) -> None:
@@ -636,14 +686,16 @@ def test_sample_hit_table_truth_frame_carries_the_cuts(trackml_sample_dir: Path)
     truth = events.truth_frame()
     assert len(truth) == 5527 and {"pt", "eta", "volume_id", "layer_id"} <= set(truth.columns)
     submission = truth_as_submission(truth)
-    headline = efficiencies(truth, submission, definition="gnn_tracking", pt_min=0.9)
+    headline = efficiencies(truth, submission, settings=MatchSettings("gnn_tracking", 0.9))
     assert headline["n_reconstructable"] == 61
     assert headline["perfect"] == headline["double_majority"] == headline["lhc"] == 1.0
     assert headline["fake_rate"] == 0.0
-    result = efficiencies(truth, submission, definition="trackformers")
+    result = efficiencies(truth, submission, settings=MIN_HITS)
     assert result["n_particles"] == 431 and result["perfect"] == 1.0
-    # trackformers with a pT cut: particles with >= 3 hits and pT >= 0.9 GeV, |eta| < 4.
-    cut = efficiencies(truth, submission, definition="trackformers", pt_min=0.9)
+    assert efficiencies(truth, submission)["n_particles"] == 468
+    # min_hits with a pT cut: particles with >= 3 hits and pT >= 0.9 GeV, |eta| < 4.
+    min_hits_cut = MatchSettings("trackformers_min_hits", pt_min=0.9)
+    cut = efficiencies(truth, submission, settings=min_hits_cut)
     assert 61 <= cut["n_particles"] < 431 and cut["double_majority"] == 1.0
-    binned = efficiency_vs(truth, submission, None, "eta")
+    binned = efficiency_vs(truth, submission, None, "eta", settings=MIN_HITS)
     assert binned["n_particles"].sum() == 431
