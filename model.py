@@ -8,29 +8,36 @@ batches with any attention backend (``ModelConfig.attention``: math, sdpa, flash
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from custom_encoder import (
-    FLASH_KERNELS,
-    AttentionLayout,
-    Encoder,
-    EncoderOptions,
-    flash_kernel_available,
-)
+from attention_ops import flash_kernel_available
+from custom_encoder import AttentionLayout, Encoder, EncoderOptions, attention_backend
+
+# The training CLI keeps the reference implementation's names for the model sizes;
+# inside the network each has one name, its ModelConfig field. CLI name -> field name.
+CLI_NAMES = {
+    "nr_enc_layers": "n_layers",
+    "embedding_size": "d_model",
+    "hidden_dim": "dim_feedforward",
+    "nr_heads": "n_heads",
+}
 
 
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a TransformerRegressor (stored in every checkpoint).
 
-    The defaults are the published 76k-parameter configuration for REDVID data. The
-    fields from ``norm`` on are the optional encoder variants (see
-    ``custom_encoder.EncoderOptions``); ``norm_first=True`` (older checkpoints) means
-    ``norm="pre"``, and the two are kept consistent.
+    The defaults are the published 76k-parameter configuration for REDVID data, and the
+    one place the model's defaults are written: the training CLI reads them from here
+    (``ModelConfig.n_layers`` etc.), the encoder-option fields (``norm`` on) from
+    ``custom_encoder.EncoderOptions``. ``norm_first=True`` (older checkpoints) means
+    ``norm="pre"``, and the two are kept consistent. ``attention``, ``flash_kernel`` and
+    ``attention_dropout`` choose how attention is computed, not the weights
+    (``TransformerRegressor.set_attention`` switches them on a live model).
     """
 
     in_dim: int = 3
@@ -41,15 +48,19 @@ class ModelConfig:
     dim_feedforward: int = 128
     dropout: float = 0.1
     norm_first: bool = False
-    attention: str = "sdpa"  # run-time choice: any backend loads any backend's weights
-    flash_kernel: str = "auto"  # run-time choice of the flash backend's varlen kernel
-    norm: str = "post"  # post | pre | hybrid
-    layer_scale_init: float = 0.0  # 0: no LayerScale
-    value_residual: bool = False
-    qk_norm: bool = False
-    feedforward: str = "relu"  # relu | gelu | swiglu
-    n_registers: int = 0
-    attention_window: int = 0  # 0: full attention; else neighbours per side in phi order
+    attention: str = "sdpa"  # math | sdpa | flash: any backend loads any backend's weights
+    flash_kernel: str = "auto"  # the flash backend's varlen kernel
+    # Dropout on the attention weights too (the reference's layer). Off: on a CPU it
+    # forces SDPA's unfused math kernel (2.5x slower training); residual and feed-forward
+    # dropout stay on either way.
+    attention_dropout: bool = False
+    norm: str = EncoderOptions.norm  # post | pre | hybrid
+    layer_scale_init: float = EncoderOptions.layer_scale_init  # 0: no LayerScale
+    value_residual: bool = EncoderOptions.value_residual
+    qk_norm: bool = EncoderOptions.qk_norm
+    feedforward: str = EncoderOptions.feedforward  # relu | gelu | swiglu
+    n_registers: int = EncoderOptions.n_registers
+    attention_window: int = EncoderOptions.attention_window  # 0: full attention
     # Input normaliser's (mean x, std x, mean y, std y): inputs 0 and 1 are the hit's x
     # and y, and local attention needs the true phi = atan2(y, x), so the model undoes
     # the standardisation. Set by training from the fitted normaliser.
@@ -61,19 +72,24 @@ class ModelConfig:
         self.norm_first = self.norm == "pre"
         self.xy_mean_std = tuple(float(v) for v in self.xy_mean_std)
         self.encoder_options()  # validates the option values
-        if self.flash_kernel not in FLASH_KERNELS:
-            raise ValueError(f"unknown flash_kernel {self.flash_kernel!r}; use {FLASH_KERNELS}")
+        # Refuses what the backend cannot do (e.g. attention dropout with flash).
+        attention_backend(self.attention, self.flash_kernel, self.attention_dropout)
 
     def encoder_options(self) -> EncoderOptions:
-        return EncoderOptions(
-            norm=self.norm,
-            layer_scale_init=self.layer_scale_init,
-            value_residual=self.value_residual,
-            qk_norm=self.qk_norm,
-            feedforward=self.feedforward,
-            n_registers=self.n_registers,
-            attention_window=self.attention_window,
-        )
+        return EncoderOptions.from_fields(self)
+
+    @classmethod
+    def from_settings(cls, settings: Any, **values: Any) -> ModelConfig:
+        """The config of a settings object (e.g. training's TrainConfig) that spells the
+        sizes by their CLI names (``CLI_NAMES``) and every other field by its own name;
+        fields it lacks take their defaults, ``values`` override."""
+        cli_name = {field: cli for cli, field in CLI_NAMES.items()}
+        found = {
+            f.name: getattr(settings, cli_name.get(f.name, f.name))
+            for f in fields(cls)
+            if hasattr(settings, cli_name.get(f.name, f.name))
+        }
+        return cls(**{**found, **values})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +123,7 @@ class TransformerRegressor(nn.Module):
             backend=config.attention,
             options=config.encoder_options(),
             flash_kernel=config.flash_kernel,
+            attention_dropout=config.attention_dropout,
         )
         self.head = nn.Linear(config.d_model, config.out_dim)
 
@@ -145,6 +162,28 @@ class TransformerRegressor(nn.Module):
             and config.attention_window == 0  # local attention needs the padded buffer
             and flash_kernel_available(config.d_model // config.n_heads, config.flash_kernel)
         )
+
+    def set_attention(
+        self,
+        attention: str,
+        flash_kernel: str | None = None,
+        attention_dropout: bool | None = None,
+    ) -> None:
+        """Switch every layer to attention backend ``attention`` (and, if given, kernel
+        and attention dropout), in place: the weights are untouched, ``config`` follows.
+
+        A combination the backend cannot do is refused before anything changes.
+        """
+        config = replace(
+            self.config,
+            attention=attention,
+            flash_kernel=self.config.flash_kernel if flash_kernel is None else flash_kernel,
+            attention_dropout=(
+                self.config.attention_dropout if attention_dropout is None else attention_dropout
+            ),
+        )
+        self.encoder.set_attention(config.attention, config.flash_kernel, config.attention_dropout)
+        self.config = config
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -54,11 +54,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from custom_encoder import FLASH_KERNELS, VARLEN_KERNEL_NAME, flash_kernel_available
-from data_processing.dataset import (
+from attention_ops import FLASH_KERNELS, VARLEN_KERNEL_NAME, flash_kernel_available
+from data_processing.batching import (
+    Batch,
     BatchPlan,
     DeviceEvents,
-    PaddedBatch,
     batch_event_indices,
     padded_batch,
 )
@@ -215,7 +215,7 @@ def reference_path(
     model = ReferenceRegressor(config, dropout).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def padded(batches: list[np.ndarray]) -> list[PaddedBatch]:
+    def padded(batches: list[np.ndarray]) -> list[Batch]:
         return [
             padded_batch(data, torch.as_tensor(index, device=device), case.max_hits, -1.0)
             for index in batches

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from attention_ops import FLASH_KERNELS, VARLEN_KERNELS, flash_kernel_available
 from benchmarks.attention import (
     MODELS,
     command_line,
@@ -60,8 +61,7 @@ from benchmarks.attention import (
     synthetic_events,
     write_table,
 )
-from custom_encoder import FLASH_KERNELS, VARLEN_KERNELS, flash_kernel_available
-from data_processing.dataset import BatchPlan, batch_event_indices
+from data_processing.batching import BatchPlan, batch_event_indices
 from model import ModelConfig, TransformerRegressor
 from training import Optimisation, run_epoch
 
@@ -127,7 +127,7 @@ def kernels_here(shape: Shape, device: torch.device) -> dict[str, Kernel]:
                 kernels[f"dense {backend.lower()}"] = dense([getattr(SDPBackend, backend)])
         kernels["dense masked (sdpa's choice)"] = dense(None, masked=True)
     else:
-        from custom_encoder import nested_sdpa
+        from attention_ops import nested_sdpa
 
         kernels["varlen nested math"] = lambda q, k, v: nested_sdpa(
             q, k, v, cu_seqlens, shape.n_hits, [SDPBackend.MATH]

@@ -14,14 +14,10 @@ import pytest
 import torch
 
 import training
+from attention_ops import AttentionLayout, flash_kernel_available, nested_sdpa
 from checkpoint import load_checkpoint, model_from_checkpoint
-from custom_encoder import (
-    ATTENTION_BACKENDS,
-    AttentionLayout,
-    flash_kernel_available,
-    nested_sdpa,
-)
-from data_processing.dataset import (
+from custom_encoder import ATTENTION_BACKENDS
+from data_processing.batching import (
     BatchPlan,
     DeviceEvents,
     batch_event_indices,
