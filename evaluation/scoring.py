@@ -222,10 +222,8 @@ def count_pairs(hits: pd.DataFrame) -> pd.DataFrame:
     pairs = hits[[EVENT, "track_id", "particle_id"]].iloc[representative].reset_index(drop=True)
     pairs["n_hits"] = np.bincount(pair, minlength=n_pairs)
     if "weight" in hits.columns:
-        # SPEC: noise carries weight 0, whatever the truth file says (REDVID gives it 1,
-        # and a noise hit must not earn score credit for sharing a track with others).
-        weight = np.where(
-            hits["particle_id"].to_numpy() == 0, 0.0, hits["weight"].to_numpy(dtype=float)
+        weight = _noise_free_weight(
+            hits["particle_id"].to_numpy(), hits["weight"].to_numpy(dtype=float)
         )
         pairs["weight"] = np.bincount(pair, weights=weight, minlength=n_pairs)
     pairs["track_nhits"] = np.bincount(track, minlength=n_tracks)[track[representative]]
@@ -266,38 +264,210 @@ def pair_table(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 
 
+def _good_and_total_weight(
+    event: np.ndarray | None,
+    n_events: int,
+    track: np.ndarray,
+    particle: np.ndarray,
+    weight: np.ndarray,
+    unassigned: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Credited and total truth weight of every event, from integer codes of the hits.
+
+    Args:
+        event: [n] int event code in [0, n_events) of each hit; None: one event.
+        n_events: number of event codes (1 when ``event`` is None).
+        track: [n] int track code >= 0, distinct for distinct (event, track_id); need not
+            be dense (codes up to a few times n cost only a longer bincount).
+        particle: [n] int particle code >= 0, distinct per (event, particle_id), likewise.
+        weight: [n] float weight, noise already 0.
+        unassigned: [n] bool, hits with a negative label (in no track); None: none.
+
+    Returns:
+        ([n_events] credited weight, [n_events] total weight). Numerator and denominator
+        sum the same per-hit weights in the same order (uncredited ones as 0), so a
+        perfect submission gets exactly credited == total.
+    """
+    n_tracks = int(track.max()) + 1
+    n_particles = int(particle.max()) + 1
+    track_nhits = np.bincount(track, minlength=n_tracks)
+    particle_nhits = np.bincount(particle, minlength=n_particles)
+    # One int64 key per hit for its (track, particle) pair: sorting the keys groups the
+    # pairs, and the run lengths are their hit counts (no hashing, no pandas).
+    # int32 keys when they fit: sorting them takes half the time of int64 ones.
+    key_type = np.int32 if n_tracks * n_particles < 2**31 else np.int64
+    keys = track.astype(key_type) * key_type(n_particles)
+    keys += particle.astype(key_type, copy=False)
+    keys.sort()
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    pair_nhits = np.diff(np.append(starts, len(keys)))
+    pair_track, pair_particle = np.divmod(keys[starts], n_particles)
+    # Good pair: > 50 % of the track and > 50 % of the particle, both strictly (exactly
+    # half is not good, as in trackml-library). At most one per track can pass.
+    good = (2 * pair_nhits > track_nhits[pair_track]) & (
+        2 * pair_nhits > particle_nhits[pair_particle]
+    )
+    good_particle_of_track = np.full(n_tracks, -1, dtype=np.int64)
+    good_particle_of_track[pair_track[good]] = pair_particle[good]
+    credited = good_particle_of_track[track] == particle
+    if unassigned is not None:
+        # Unassigned hits are in no track: never credited, however many share -1.
+        credited &= ~unassigned
+    credited_weight = np.where(credited, weight, 0.0)
+    if event is None:
+        return np.array([credited_weight.sum()]), np.array([weight.sum()])
+    total = np.bincount(event, weights=weight, minlength=n_events)
+    return np.bincount(event, weights=credited_weight, minlength=n_events), total
+
+
+def _noise_free_weight(particle_id: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """[n] float weight with noise (particle_id 0) set to 0 (SPEC: noise weighs 0).
+
+    REDVID files give noise weight 1, and a noise hit must not earn score credit for
+    sharing a track with others.
+    """
+    return np.where(particle_id == 0, 0.0, weight)
+
+
 def _scores(hits: pd.DataFrame) -> pd.Series:
     """TrackML score of every event of joined hits, as a Series indexed by event_id."""
     if hits.empty:
         # Otherwise an empty Series comes back and score_event fails on an IndexError.
         raise ValueError("no hits to score: truth and submission are both empty")
-    pairs = count_pairs(hits)
-    n_hits = pairs["n_hits"].to_numpy()
-    # Good pair = good track with its majority particle (see module docstring). Both
-    # ratios strictly above one half, as trackml-library (exactly 50 % is not good).
-    # Unassigned hits are in no track, so they never earn credit, however many share -1.
-    good = (
-        (n_hits > 0.5 * pairs["track_nhits"].to_numpy())
-        & (n_hits > 0.5 * pairs["particle_nhits"].to_numpy())
-        & ~unassigned_labels(pairs["track_id"].to_numpy())
+    event_id = hits[EVENT].to_numpy()
+    event, n_events = _dense_codes(event_id)
+    track, _ = _dense_codes(event_id, hits["track_id"].to_numpy())
+    particle_id = hits["particle_id"].to_numpy()
+    particle, _ = _dense_codes(event_id, particle_id)
+    weight = _noise_free_weight(particle_id, hits["weight"].to_numpy(dtype=float))
+    unassigned = unassigned_labels(hits["track_id"].to_numpy())
+    good_weight, total = _good_and_total_weight(
+        event, n_events, track, particle, weight, unassigned
     )
-    event, n_events = _dense_codes(pairs[EVENT].to_numpy())
-    weight = pairs["weight"].to_numpy()
-    # The total is summed over the same pair weights as the good part, in the same order,
-    # so a perfect submission scores exactly 1.0 rather than 1 +- rounding.
-    total = np.bincount(event, weights=weight, minlength=n_events)
-    good_weight = np.bincount(event, weights=np.where(good, weight, 0.0), minlength=n_events)
     representative = np.empty(n_events, dtype=np.int64)
-    representative[event] = np.arange(len(pairs))
-    event_ids = pairs[EVENT].iloc[representative]
+    representative[event] = np.arange(len(hits))
+    event_ids = hits[EVENT].iloc[representative]
+    _check_total(total, event_ids.to_numpy())
+    scores = pd.Series(good_weight / total, index=pd.Index(event_ids, name=EVENT), name="score")
+    return scores.sort_index()
+
+
+def _check_total(total: np.ndarray, event_ids: np.ndarray) -> None:
+    """Raise ValueError naming the events whose total truth weight is 0."""
     empty = total <= 0
     if empty.any():
         raise ValueError(
             f"total truth weight is 0 in event(s) {list(event_ids[empty][:MAX_IDS_SHOWN])}"
             " (noise, particle_id 0, always weighs 0): the score is undefined"
         )
-    scores = pd.Series(good_weight / total, index=pd.Index(event_ids, name=EVENT), name="score")
-    return scores.sort_index()
+
+
+def _integer_column(frame: pd.DataFrame, column: str) -> np.ndarray | None:
+    """The column as a numpy integer array, or None (absent, float, nullable, strings)."""
+    if column not in frame.columns:
+        return None
+    values = frame[column].to_numpy()
+    return values if values.dtype.kind in "iu" else None
+
+
+def _compact_codes(values: np.ndarray, span: int) -> np.ndarray | None:
+    """Non-negative int64 codes ``values - offset`` for integers spanning at most ``span``
+    values (then a bincount or table over the codes is as cheap as over dense codes),
+    else None. Non-negative int64 values come back as they are (no copy)."""
+    low, high = int(values.min()), int(values.max())
+    if high - low >= span or high >= 2**62:  # (uint64 ids past int64 are hashed)
+        return None
+    if low >= 0 and high < span and values.dtype == np.int64:
+        return values
+    return values.astype(np.int64) - low
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Non-negative int64 codes of integer ids, equal exactly for equal ids.
+
+    Compact ids (TrackML hit ids, HDBSCAN labels) are their own codes; widely spread ones
+    (TrackML's 64-bit particle ids) are hashed by ``pd.factorize``.
+    """
+    codes = _compact_codes(values, _COMPACT_SPAN * len(values) + 1024)
+    return codes if codes is not None else pd.factorize(values)[0].astype(np.int64, copy=False)
+
+
+#: Integer ids spanning at most this many times their count (+1024) are codes as they are.
+_COMPACT_SPAN = 4
+
+
+def _single_event(frame: pd.DataFrame) -> int | None:
+    """The one integer event_id of ``frame`` (0 without the column), else None."""
+    if EVENT not in frame.columns:
+        return 0
+    events = _integer_column(frame, EVENT)
+    if events is None or len(events) == 0 or events.min() != events.max():
+        return None
+    return int(events[0])
+
+
+def _fast_score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float | None:
+    """The score of one event of integer ids by array passes only, or None.
+
+    None means "not this path": a missing column, non-integer or widely spread hit ids,
+    non-integer labels or particle ids, several or disagreeing event ids, or any input
+    the checks of :func:`join_hits` / :func:`_scores` refuse (bad weight, duplicated,
+    missing or extra hits, no hits, zero total weight). The caller then takes the
+    general path, which scores the same inputs or raises the message naming the hits.
+    """
+    truth_hits, particle_id = (
+        _integer_column(truth, "hit_id"),
+        _integer_column(truth, "particle_id"),
+    )
+    submission_hits = _integer_column(submission, "hit_id")
+    track_id = _integer_column(submission, "track_id")
+    if truth_hits is None or particle_id is None or submission_hits is None or track_id is None:
+        return None
+    n_hits = len(truth_hits)
+    if n_hits == 0 or len(submission_hits) != n_hits or "weight" not in truth.columns:
+        return None
+    events = (_single_event(truth), _single_event(submission))
+    if None in events or (EVENT in truth and EVENT in submission and events[0] != events[1]):
+        return None
+    weight = truth["weight"].to_numpy(dtype=float)
+    if not (np.isfinite(weight).all() and weight.min() >= 0):
+        return None
+    # Hit ids as offsets into one table: the join is a scatter and a gather.
+    low = min(int(truth_hits.min()), int(submission_hits.min()))
+    span = _COMPACT_SPAN * n_hits + 1024
+    truth_slot = _compact_codes(truth_hits - low if low < 0 else truth_hits, span)
+    submission_slot = _compact_codes(submission_hits - low if low < 0 else submission_hits, span)
+    if truth_slot is None or submission_slot is None:
+        return None
+    row_of_slot = np.full(max(int(truth_slot.max()), int(submission_slot.max())) + 1, -1)
+    row_of_slot[submission_slot] = np.arange(n_hits)
+    row = row_of_slot[truth_slot]
+    # Every truth hit finds a distinct submitted row and every row is found: no hit is
+    # missing, extra or duplicated in either frame (equal lengths were checked above).
+    if not _is_permutation(row):
+        return None
+    track_id = track_id[row]
+    unassigned = track_id < 0 if track_id.min() < 0 else None
+    good_weight, total = _good_and_total_weight(
+        None,
+        1,
+        _codes(track_id),
+        _codes(particle_id),
+        _noise_free_weight(particle_id, weight),
+        unassigned,
+    )
+    if total[0] <= 0:
+        return None
+    return float(good_weight[0] / total[0])
+
+
+def _is_permutation(row: np.ndarray) -> bool:
+    """Whether the [n] ints ``row`` hold each of 0..n-1 exactly once."""
+    if row.min() < 0:
+        return False
+    seen = np.zeros(len(row), dtype=bool)
+    seen[row] = True
+    return bool(seen.all())
 
 
 def score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
@@ -333,6 +503,9 @@ def score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
         ids (the message names some); null ids, labels or weights; zero total weight
         (e.g. an event of noise only).
     """
+    fast = _fast_score_event(truth, submission)
+    if fast is not None:
+        return fast
     truth, submission = align_events(truth, submission, ["particle_id", "weight"], False)
     for frame, name in ((truth, "truth"), (submission, "submission")):
         events = pd.unique(frame[EVENT])
