@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from data_processing.errors import UserError
+
 #: Permission bits of a written data or checkpoint file before the umask is applied:
 #: readable by everyone, writable by the owner (what ``open()`` gives with umask 022).
 FILE_MODE = 0o644
@@ -40,11 +42,11 @@ def parse_count_range(spec: str, what: str = "count") -> tuple[int, int]:
     """
     match = _COUNT_RANGE_RE.fullmatch(spec)
     if match is None:
-        raise ValueError(f"{what} must look like 'N' or 'MIN-MAX', got {spec!r}")
+        raise UserError(f"{what} must look like 'N' or 'MIN-MAX', got {spec!r}")
     low = int(match.group(1))
     high = int(match.group(2)) if match.group(2) is not None else low
     if low < 1 or high < low:
-        raise ValueError(f"{what} range must satisfy 1 <= MIN <= MAX, got {spec!r}")
+        raise UserError(f"{what} range must satisfy 1 <= MIN <= MAX, got {spec!r}")
     return low, high
 
 
@@ -71,11 +73,11 @@ def read_csv(path: str | os.PathLike[str], description: str, **kwargs: Any) -> p
     except FileNotFoundError:
         raise
     except pd.errors.EmptyDataError as err:
-        raise ValueError(f"{path}: file is empty") from err
+        raise UserError(f"{path}: file is empty") from err
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, zlib.error) as err:
         # These alone say e.g. "can't decode byte 0x.." (binary data such as parquet) or
         # "Compressed file ended before the end-of-stream marker" (a truncated .gz).
-        raise ValueError(f"{path}: not a readable {description} ({err})") from err
+        raise UserError(f"{path}: not a readable {description} ({err})") from err
 
 
 def _create_exclusive(directory: Path, name: str) -> Path:

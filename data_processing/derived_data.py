@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from data_processing.common import atomic_write
+from data_processing.data_types import data_type_named
 from data_processing.dataset import EventSet, split_events
+from data_processing.errors import UserError
+from data_processing.hit_table import HIT_TABLE_DTYPES, write_hit_table
 
-# Which column names the particle of a hit, per data type (the source file's own name).
-PARTICLE_COLUMN = {"linear": "track_id", "helical": "track_id", "trackml": "particle_id"}
 # Original event number of a derived file's hit: the TrackML event number for TrackML
 # data (the ``trackml_data`` contract), the source event_id for REDVID data.
 SOURCE_EVENT_COLUMN = "source_event"
@@ -50,7 +51,7 @@ class EventSelection:
     def __post_init__(self) -> None:
         unknown = set(self.parts) - {"train", "val", "test"}
         if unknown or not self.parts:
-            raise ValueError(f"parts must be among train, val, test; got {self.parts}")
+            raise UserError(f"parts must be among train, val, test; got {self.parts}")
 
     def positions(self, n_events: int) -> np.ndarray:
         """Sorted event positions (0..n_events-1) of the chosen parts."""
@@ -80,12 +81,10 @@ def write_derived_rows(rows: pd.DataFrame, data_type: str, path: str | Path) -> 
     module docstring describes, written atomically, readable by ``load_events``.
     """
     path = Path(path)
-    if data_type != "trackml":
+    if data_type_named(data_type).file_format == "redvid":
         with atomic_write(path) as tmp:
             rows.to_csv(tmp, sep=";", index=False)
         return path
-    from data_processing.trackml_data import HIT_TABLE_DTYPES, write_hit_table
-
     # The writer's contract has every optional column; fill the ones the source lacks.
     filled = rows.assign(
         **{

@@ -64,6 +64,7 @@ from data_processing.derived_data import (
     with_source_columns,
     write_derived_rows,
 )
+from data_processing.errors import UserError
 
 TWO_PI = 2.0 * math.pi
 MERGE_MODES = ("labels", "params")
@@ -95,21 +96,21 @@ class DecompositionConfig:
         theta = np.asarray(self.theta_edges, dtype=np.float64)
         phi = np.asarray(self.phi_edges, dtype=np.float64)
         if len(theta) < 2 or np.any(np.diff(theta) <= 0):
-            raise ValueError(f"theta_edges must be >= 2 increasing values, got {self.theta_edges}")
+            raise UserError(f"theta_edges must be >= 2 increasing values, got {self.theta_edges}")
         if theta[0] > 0 or theta[-1] < math.pi:
-            raise ValueError(
+            raise UserError(
                 f"theta_edges {self.theta_edges} must cover [0, pi]: first <= 0, last >= pi"
             )
         if len(phi) < 1 or np.any(np.diff(phi) <= 0) or phi[-1] - phi[0] >= TWO_PI:
-            raise ValueError(
+            raise UserError(
                 f"phi_edges must be increasing and span less than 2 pi, got {self.phi_edges}"
             )
         if self.overlap < 0:
-            raise ValueError(f"overlap must be >= 0, got {self.overlap}")
+            raise UserError(f"overlap must be >= 0, got {self.overlap}")
         if self.min_shared_hits < 1:
-            raise ValueError(f"min_shared_hits must be >= 1, got {self.min_shared_hits}")
+            raise UserError(f"min_shared_hits must be >= 1, got {self.min_shared_hits}")
         if self.merge not in MERGE_MODES:
-            raise ValueError(f"merge must be one of {MERGE_MODES}, got {self.merge!r}")
+            raise UserError(f"merge must be one of {MERGE_MODES}, got {self.merge!r}")
 
     @classmethod
     def regular(
@@ -123,7 +124,7 @@ class DecompositionConfig:
     ) -> DecompositionConfig:
         """``phi_regions`` equal azimuth sectors, the first starting at ``phi_start``."""
         if phi_regions < 1:
-            raise ValueError(f"phi_regions must be >= 1, got {phi_regions}")
+            raise UserError(f"phi_regions must be >= 1, got {phi_regions}")
         phi_edges = tuple(
             float(p) for p in phi_start + TWO_PI * np.arange(phi_regions) / phi_regions
         )
@@ -169,7 +170,7 @@ def hit_angles(events: EventSet) -> tuple[np.ndarray, np.ndarray]:
     """
     missing = [c for c in ("x", "y", "z") if c not in events.input_names]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"domain decomposition needs input columns x, y, z; the events have "
             f"{list(events.input_names)}"
         )

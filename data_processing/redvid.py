@@ -46,22 +46,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 from tqdm import tqdm
 
 from data_processing.common import atomic_write, parse_count_range
-from data_processing.dataset import REDVID_COLUMNS
+from data_processing.errors import UserError, run_cli
+from data_processing.redvid_detector import (
+    DetectorGeometry,
+    default_geometry,
+    layer_crossings,
+    reaches_outermost,
+    wrap_angle,
+)
+from data_processing.redvid_format import REDVID_COLUMNS, redvid_csv_bytes
 
 TrackType = Literal["linear", "helical"]
 
@@ -75,8 +80,6 @@ TRACK_PRESETS: dict[str, tuple[int, int]] = {
 }
 
 TRACK_TYPES: tuple[str, ...] = ("linear", "helical")
-BARREL = "barrel"
-DISK = "disk"
 EVENTS_PER_SEED_BLOCK = 1000
 DEFAULT_CHUNK_EVENTS = 5000
 
@@ -84,105 +87,6 @@ _TWO_PI = 2.0 * np.pi
 # Acceptance of the default configurations is ~100 %; this only guards against configs
 # whose acceptance is (nearly) zero, which would otherwise loop for ever.
 _MAX_REDRAW_ROUNDS = 1000
-
-
-@dataclass(frozen=True)
-class DetectorGeometry:
-    """Barrel cylinders plus endcap disks placed symmetrically at +z and -z (metres).
-
-    Defaults (5 barrel cylinders + 4 disks per side = 9 layer ids):
-
-    - barrel radii 0.05, 0.10, 0.20, 0.35, 0.50 m, each with half-length 0.60 m;
-    - disks at |z| = 0.72, 0.84, 0.96, 1.08 m, inner radii 0.072, 0.084, 0.096, 0.108 m
-      (|z| / 10), outer radii 0.62, 0.72, 0.82, 0.92 m.
-
-    The disk outer radii slightly exceed the projection of the outermost barrel's edge
-    (|z|/r = 0.60/0.50), so the barrel-endcap transition has no hole, and the inner radii
-    are projective, so every direction with |cot(theta)| <= 10 (|cos(theta)| <= 0.995)
-    reaches the outermost barrel or the outermost disk and an endcap track crosses all
-    4 disks. A track from the origin has monotone |z| and r, so it crosses each surface
-    at most once and enters one endcap only: 5 hits in the central barrel, 5 to 8 in the
-    endcaps and at most 9 (5 barrel + 4 disk hits) in the barrel-endcap transition.
-
-    Attributes:
-        barrel_radii: radius R of each barrel cylinder, m, shape (n_barrels,).
-        barrel_half_lengths: half-length L of each cylinder (|z| <= L), m, (n_barrels,).
-        disk_z: |z| position Z of each disk pair, m, shape (n_disks,).
-        disk_inner_radii: inner radius of each disk, m, shape (n_disks,).
-        disk_outer_radii: outer radius of each disk, m, shape (n_disks,).
-    """
-
-    barrel_radii: tuple[float, ...] = (0.05, 0.10, 0.20, 0.35, 0.50)
-    barrel_half_lengths: tuple[float, ...] = (0.60, 0.60, 0.60, 0.60, 0.60)
-    disk_z: tuple[float, ...] = (0.72, 0.84, 0.96, 1.08)
-    disk_inner_radii: tuple[float, ...] = (0.072, 0.084, 0.096, 0.108)
-    disk_outer_radii: tuple[float, ...] = (0.62, 0.72, 0.82, 0.92)
-
-    def __post_init__(self) -> None:
-        if not self.barrel_radii:
-            raise ValueError("DetectorGeometry needs at least one barrel cylinder")
-        if len(self.barrel_half_lengths) != len(self.barrel_radii):
-            raise ValueError("barrel_radii and barrel_half_lengths differ in length")
-        if not len(self.disk_z) == len(self.disk_inner_radii) == len(self.disk_outer_radii):
-            raise ValueError("disk_z, disk_inner_radii and disk_outer_radii differ in length")
-        if min(self.barrel_radii) <= 0 or min(self.barrel_half_lengths) <= 0:
-            raise ValueError("barrel radii and half-lengths must be positive")
-        for z, r_in, r_out in zip(
-            self.disk_z, self.disk_inner_radii, self.disk_outer_radii, strict=True
-        ):
-            if z <= 0 or r_in < 0 or r_out <= r_in:
-                raise ValueError(f"invalid disk (z={z}, inner={r_in}, outer={r_out})")
-
-    @property
-    def n_barrels(self) -> int:
-        """Number of barrel cylinders (layer ids 0 .. n_barrels-1)."""
-        return len(self.barrel_radii)
-
-    @property
-    def n_disks(self) -> int:
-        """Number of disk pairs (layer ids n_barrels .. n_layers-1)."""
-        return len(self.disk_z)
-
-    @property
-    def n_layers(self) -> int:
-        """Number of layer ids; also the most hits a track can leave."""
-        return self.n_barrels + self.n_disks
-
-    @property
-    def layer_types(self) -> tuple[str, ...]:
-        """``sub_detector_type`` of each layer id: "barrel" or "disk"."""
-        return (BARREL,) * self.n_barrels + (DISK,) * self.n_disks
-
-    @property
-    def outermost_barrel(self) -> int:
-        """Layer id of the barrel cylinder with the largest radius."""
-        return int(np.argmax(self.barrel_radii))
-
-    @property
-    def outermost_disk(self) -> int | None:
-        """Layer id of the disk with the largest |z|, or None without disks."""
-        if not self.disk_z:
-            return None
-        return self.n_barrels + int(np.argmax(self.disk_z))
-
-    @property
-    def acceptance_cos_theta(self) -> float:
-        """Largest |cos(theta)| of a straight track from the origin that reaches the
-        outermost layer (1.0 when the outermost disk reaches the beam line)."""
-        b = self.outermost_barrel
-        slope = self.barrel_half_lengths[b] / self.barrel_radii[b]  # max |z|/r, barrel
-        d = self.outermost_disk
-        if d is not None:
-            r_in = self.disk_inner_radii[d - self.n_barrels]
-            if r_in == 0:
-                return 1.0
-            slope = max(slope, self.disk_z[d - self.n_barrels] / r_in)
-        return slope / math.hypot(1.0, slope)
-
-
-def default_geometry() -> DetectorGeometry:
-    """The default 9-layer geometry (see ``DetectorGeometry`` for the values)."""
-    return DetectorGeometry()
 
 
 def parse_track_range(spec: str) -> tuple[int, int]:
@@ -241,88 +145,27 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         if self.track_type not in TRACK_TYPES:
-            raise ValueError(f"track_type must be one of {TRACK_TYPES}, got {self.track_type!r}")
+            raise UserError(f"track_type must be one of {TRACK_TYPES}, got {self.track_type!r}")
         parse_track_range(self.tracks)  # fail early on a bad spec
         if self.n_events < 0:
-            raise ValueError(f"n_events must be >= 0, got {self.n_events}")
+            raise UserError(f"n_events must be >= 0, got {self.n_events}")
         if self.noise_sigma < 0 or self.noise_hits_per_event < 0:
-            raise ValueError("noise_sigma and noise_hits_per_event must be >= 0")
+            raise UserError("noise_sigma and noise_hits_per_event must be >= 0")
         if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+            raise UserError(f"seed must be >= 0, got {self.seed}")
         low, high = self.radial_coeff_range
         if not 0 < low <= high:
-            raise ValueError(f"radial_coeff_range must satisfy 0 < low <= high, got {low, high}")
+            raise UserError(f"radial_coeff_range must satisfy 0 < low <= high, got {low, high}")
         if self.pitch_coeff_max < 0:
-            raise ValueError("pitch_coeff_max must be >= 0")
+            raise UserError("pitch_coeff_max must be >= 0")
         c = self.linear_cos_theta_max
         if c is not None and not 0 <= c <= 1:
-            raise ValueError(f"linear_cos_theta_max must lie in [0, 1], got {c}")
+            raise UserError(f"linear_cos_theta_max must lie in [0, 1], got {c}")
 
     @property
     def track_range(self) -> tuple[int, int]:
         """(min, max) tracks per event."""
         return parse_track_range(self.tracks)
-
-
-def wrap_angle(phi: np.ndarray) -> np.ndarray:
-    """Wrap angles (rad, any shape) to [-pi, pi)."""
-    wrapped = np.mod(phi + np.pi, _TWO_PI) - np.pi
-    # np.mod can round a tiny negative up to exactly 2*pi, which would give +pi.
-    return np.where(wrapped >= np.pi, wrapped - _TWO_PI, wrapped)
-
-
-def layer_crossings(
-    geometry: DetectorGeometry, radial_coeff: np.ndarray, pitch_coeff: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Intersect tracks r = a*t, z = b*t (t > 0) with every layer surface.
-
-    Only the r-z projection matters for which surfaces are crossed, and r is monotone
-    in t, so each surface is crossed at most once.
-
-    Args:
-        geometry: the detector.
-        radial_coeff: a > 0 per track, shape (T,).
-        pitch_coeff: b per track, shape (T,).
-
-    Returns:
-        t, r, z, hit: arrays of shape (T, n_layers) with the track parameter t (m), the
-        crossing's r and z (m) and whether the track crosses the layer (t, r, z are
-        meaningless where hit is False). Barrel r and disk |z| are exactly the surface's.
-    """
-    a = radial_coeff[:, None]
-    b = pitch_coeff[:, None]
-    radii = np.asarray(geometry.barrel_radii, dtype=float)[None, :]
-    half_lengths = np.asarray(geometry.barrel_half_lengths, dtype=float)[None, :]
-    disk_z = np.asarray(geometry.disk_z, dtype=float)[None, :]
-    r_in = np.asarray(geometry.disk_inner_radii, dtype=float)[None, :]
-    r_out = np.asarray(geometry.disk_outer_radii, dtype=float)[None, :]
-
-    t_barrel = radii / a
-    z_barrel = b * t_barrel
-    hit_barrel = np.abs(z_barrel) <= half_lengths
-    r_barrel = np.broadcast_to(radii, t_barrel.shape)
-
-    # A track with b == 0 stays at z = 0 and never reaches a disk.
-    abs_b = np.broadcast_to(np.abs(b), (len(pitch_coeff), geometry.n_disks))
-    moving = abs_b > 0
-    t_disk = np.divide(disk_z, abs_b, out=np.full(abs_b.shape, np.inf), where=moving)
-    r_disk = a * t_disk
-    z_disk = np.sign(b) * disk_z
-    hit_disk = moving & (r_disk >= r_in) & (r_disk <= r_out)
-
-    t = np.concatenate([t_barrel, t_disk], axis=1)
-    r = np.concatenate([r_barrel, r_disk], axis=1)
-    z = np.concatenate([z_barrel, z_disk], axis=1)
-    hit = np.concatenate([hit_barrel, hit_disk], axis=1)
-    return t, r, z, hit
-
-
-def _reaches_outermost(geometry: DetectorGeometry, hit: np.ndarray) -> np.ndarray:
-    """(T,) mask: the track crosses the outermost barrel cylinder or outermost disk."""
-    reached = hit[:, geometry.outermost_barrel].copy()
-    if geometry.outermost_disk is not None:
-        reached |= hit[:, geometry.outermost_disk]
-    return reached
 
 
 def _draw_candidates(
@@ -367,7 +210,7 @@ def _draw_accepted(
         missing = n - n_kept
         candidates = _draw_candidates(config, rng, int(missing * 1.1) + 16)
         _, _, _, hit = layer_crossings(config.geometry, candidates[0], candidates[1])
-        ok = _reaches_outermost(config.geometry, hit)
+        ok = reaches_outermost(config.geometry, hit)
         kept.append(tuple(x[ok] for x in candidates))
         n_kept += int(ok.sum())
     a, b, d, phi0 = (np.concatenate([part[i] for part in kept])[:n] for i in range(4))
@@ -513,43 +356,6 @@ def simulate_events(config: SimulationConfig) -> pd.DataFrame:
     return _simulate_range(config, 0, config.n_events)
 
 
-def write_redvid_csv(
-    df: pd.DataFrame, path: str | Path | IO[bytes], *, header: bool = True
-) -> None:
-    """Write hits in the REDVID layout: ``;``-separated, no index, full float precision.
-
-    Floats are written as their shortest round-trip representation (pyarrow's writer,
-    about 7x faster than ``DataFrame.to_csv``), so reading the file back gives the same
-    float64 values bit for bit.
-
-    Args:
-        df: DataFrame holding at least ``REDVID_COLUMNS``; they are written in that order.
-        path: file path or an open binary stream (for appending chunks).
-        header: write the header line (False when appending to a started file).
-    """
-    if isinstance(path, str | Path):
-        with open(path, "wb") as handle:
-            write_redvid_csv(df, handle, header=header)
-        return
-    path.write(redvid_csv_bytes(df, header=header))
-
-
-def redvid_csv_bytes(df: pd.DataFrame, *, header: bool = True) -> bytes:
-    """The REDVID CSV text of ``df`` (see ``write_redvid_csv``) as UTF-8 bytes."""
-    missing = [c for c in REDVID_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"DataFrame lacks REDVID columns {missing}")
-    head = (";".join(REDVID_COLUMNS) + "\n").encode() if header else b""
-    if len(df) == 0:
-        return head
-    table = pa.Table.from_pandas(df[list(REDVID_COLUMNS)], preserve_index=False)
-    sink = pa.BufferOutputStream()
-    # The header is written by hand: pyarrow quotes header names whatever the style.
-    options = pa_csv.WriteOptions(include_header=False, delimiter=";", quoting_style="none")
-    pa_csv.write_csv(table, sink, options)
-    return head + sink.getvalue().to_pybytes()
-
-
 @dataclass(frozen=True)
 class _WriteSummary:
     path: Path
@@ -567,7 +373,7 @@ def _chunk_bounds(n_events: int, chunk_events: int) -> list[tuple[int, int]]:
     single in-memory simulation does.
     """
     if chunk_events < 1:
-        raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
+        raise UserError(f"chunk_events must be >= 1, got {chunk_events}")
     step = -(-chunk_events // EVENTS_PER_SEED_BLOCK) * EVENTS_PER_SEED_BLOCK
     return [(start, min(start + step, n_events)) for start in range(0, n_events, step)]
 
@@ -682,31 +488,41 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="python -m data_processing.redvid",
         description="Simulate REDVID-style events and write them as a ';'-separated CSV.",
     )
+    # Underscore spellings like the training flags; the hyphenated ones stay as aliases.
     parser.add_argument(
         "--tracks",
         default="10-50",
         help=f"tracks per event: 'N' or 'MIN-MAX' (presets: {', '.join(TRACK_PRESETS)}; "
         "default: %(default)s)",
     )
-    parser.add_argument("--track-type", choices=TRACK_TYPES, default="helical")
+    parser.add_argument("--track_type", "--track-type", choices=TRACK_TYPES, default="helical")
     parser.add_argument("--events", type=int, default=1000, help="number of events")
     parser.add_argument(
         "--out", type=Path, default=None, help="output CSV (default: data/<lin|hel>_<tracks>.csv)"
     )
     parser.add_argument(
-        "--noise-sigma", type=float, default=0.0, help="Gaussian hit smearing, metres"
+        "--noise_sigma",
+        "--noise-sigma",
+        type=float,
+        default=0.0,
+        help="Gaussian hit smearing, metres",
     )
     parser.add_argument(
+        "--noise_hits",
         "--noise-hits",
         type=_count_or_fraction,
         default=0.0,
         help="noise hits per event: a count (>= 1) or a fraction of real hits (< 1)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--random-phi0", action="store_true", help="helical: random start azimuth")
-    parser.add_argument("--first-event-id", type=int, default=0)
-    parser.add_argument("--chunk-events", type=int, default=DEFAULT_CHUNK_EVENTS)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--random_phi0", "--random-phi0", action="store_true", help="helical: random start azimuth"
+    )
+    parser.add_argument("--first_event_id", "--first-event-id", type=int, default=0)
+    parser.add_argument("--chunk_events", "--chunk-events", type=int, default=DEFAULT_CHUNK_EVENTS)
+    parser.add_argument(
+        "--no_progress", "--no-progress", action="store_true", help="hide the progress bar"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="processes (0: one per CPU core)")
     return parser
 
@@ -746,4 +562,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

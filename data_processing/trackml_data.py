@@ -1,33 +1,10 @@
-"""TrackML loader and sub-event builder (SPEC sections 3.2 and 3.3).
+"""TrackML sub-event builder and converter (SPEC sections 3.2 and 3.3).
 
-Reads real TrackML events (``<prefix>-{hits,truth,particles}.csv[.gz]``), draws
-"sub-events" of N particles from each full event (the paper's TML:10-50, 50-100, 200-500
-data sets) and writes one *hit table* per data set, the contract with ``dataset.py``:
-
-==============  =========  ===============================================================
-column          dtype      meaning
-==============  =========  ===============================================================
-event_id        int64      sub-event id, unique within the data set
-hit_id          int64      ORIGINAL TrackML hit_id (so results can be scored against truth)
-particle_id     int64      TrackML particle_id, 0 = noise
-weight          float32    original truth weight (not renormalised)
-x, y, z         float32    hit position in mm (model inputs, ``INPUT_COLUMNS``)
-theta           float32    arccos(pz / p) of the particle's raw initial momentum, in [0, pi]
-sin_phi         float32    sin(atan2(py, px))
-cos_phi         float32    cos(atan2(py, px))
-q               float32    particle charge, -1 or +1
-source_event    int64      TrackML event number the sub-event was drawn from
-volume_id       int16      detector volume (pixels: 7, 8, 9)
-layer_id        int16      layer within the volume
-module_id       int32      module within the layer
-pt              float32    transverse momentum sqrt(px^2 + py^2), GeV
-eta             float32    momentum pseudorapidity -ln tan(theta / 2)
-==============  =========  ===============================================================
-
-Targets, pt and eta are NaN for noise hits. Within a sub-event the rows keep the order of
-the original hits file. A derived file (refiner groups, domain-decomposition regions) may
-carry further columns after these; ``write_hit_table`` writes them and ``read_hit_table``
-keeps them.
+Draws "sub-events" of N particles from each full TrackML event (read by
+``trackml_events.read_event``; the paper's TML:10-50, 50-100, 200-500 data sets) and
+writes one *hit table* per data set (the contract, writer and reader are in
+``hit_table``). Within a sub-event the rows keep the order of the original hits file;
+``event_id`` is the sub-event id, ``source_event`` the TrackML event number.
 
 Sub-events are drawn independently (each one is a fresh uniform random particle set, not a
 nested prefix of one particle list as in the reference code), every hit of a chosen
@@ -37,344 +14,51 @@ sub-events of an event do not depend on which other events are converted or in w
 
 Command line::
 
-    python -m data_processing.trackml_data <input dir> --particles 10-50 --sub-events 10 \
-        --out data/tml_10-50.parquet [--keep-noise] [--pixel-only] [--min-hits 1] [--seed 0]
+    python -m data_processing.trackml_data <input dir> --particles 10-50 --sub_events 10 \
+        --out data/tml_10-50.parquet [--keep_noise] [--pixel_only] [--min_hits 1] [--seed 0]
+
+(the hyphenated spellings ``--sub-events``, ``--keep-noise``, ... are accepted too).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gzip
 import json
 import os
-import re
 import time
-import types
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from data_processing.common import atomic_write, parse_count_range, read_csv
-
-INPUT_COLUMNS = ("x", "y", "z")
-TARGET_COLUMNS = ("theta", "sin_phi", "cos_phi", "q")
-
-#: Pixel detector volumes of the TrackML detector.
-PIXEL_VOLUMES = (7, 8, 9)
-
-#: The hit table contract: column -> numpy dtype, in output column order (read-only).
-HIT_TABLE_DTYPES: Mapping[str, str] = types.MappingProxyType(
-    {
-        "event_id": "int64",
-        "hit_id": "int64",
-        "particle_id": "int64",
-        "weight": "float32",
-        "x": "float32",
-        "y": "float32",
-        "z": "float32",
-        "theta": "float32",
-        "sin_phi": "float32",
-        "cos_phi": "float32",
-        "q": "float32",
-        "source_event": "int64",
-        "volume_id": "int16",
-        "layer_id": "int16",
-        "module_id": "int32",
-        "pt": "float32",
-        "eta": "float32",
-    }
+from data_processing.common import parse_count_range
+from data_processing.errors import UserError, run_cli
+from data_processing.hit_table import (
+    HIT_TABLE_DTYPES,
+    INPUT_COLUMNS,
+    PIXEL_VOLUMES,
+    TARGET_COLUMNS,
+    HitTableWriter,
+    table_format,
 )
-HIT_TABLE_COLUMNS = tuple(HIT_TABLE_DTYPES)
-#: Columns every hit table must have; the rest of ``HIT_TABLE_COLUMNS`` are optional extras.
-REQUIRED_HIT_TABLE_COLUMNS = (
-    "event_id",
-    "hit_id",
-    "particle_id",
-    "weight",
-    *INPUT_COLUMNS,
-    *TARGET_COLUMNS,
+from data_processing.trackml_events import (
+    TrackMLEvent,
+    event_prefix,
+    list_events,
+    read_event,
+    validate_event_consistency,
+    validate_event_table,
 )
-
-# Required columns of the TrackML files, with their kind ("i" integer, "f" float).
-# Kaggle and Codalab files share these; Codalab particles also have particle_type.
-_FILE_COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = types.MappingProxyType(
-    {
-        "hits": (
-            ("hit_id", "i"),
-            ("x", "f"),
-            ("y", "f"),
-            ("z", "f"),
-            ("volume_id", "i"),
-            ("layer_id", "i"),
-            ("module_id", "i"),
-        ),
-        "truth": (
-            ("hit_id", "i"),
-            ("particle_id", "i"),
-            ("tx", "f"),
-            ("ty", "f"),
-            ("tz", "f"),
-            ("tpx", "f"),
-            ("tpy", "f"),
-            ("tpz", "f"),
-            ("weight", "f"),
-        ),
-        "particles": (
-            ("particle_id", "i"),
-            ("vx", "f"),
-            ("vy", "f"),
-            ("vz", "f"),
-            ("px", "f"),
-            ("py", "f"),
-            ("pz", "f"),
-            ("q", "i"),
-            ("nhits", "i"),
-        ),
-    }
-)
-_OPTIONAL_FILE_COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = types.MappingProxyType(
-    {"hits": (), "truth": (), "particles": (("particle_type", "i"),)}
-)
-_EVENT_FILE_RE = re.compile(r"^(?P<prefix>.+)-(?P<kind>hits|truth|particles|cells)\.csv(\.gz)?$")
-_LISTED_EVENT_RE = re.compile(r"^(?P<prefix>event(?P<number>\d+))-hits\.csv(\.gz)?$")
 
 # Upper bound on random keys drawn at once when choosing subsets (8 bytes each, ~32 MiB):
 # large K x n draws are split into blocks of sub-events so memory stays bounded.
 _MAX_KEYS_PER_BLOCK = 1 << 22
-# Rows buffered before a parquet row group is written: big enough for fast column reads,
-# small enough that converting many full events never holds the whole data set in memory.
-_ROW_GROUP_ROWS = 1 << 20
 _CONFIG_METADATA_KEY = b"trackml_sub_event_config"
-
-
-# --------------------------------------------------------------------------------------
-# Reading events
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrackMLEvent:
-    """One TrackML event as read from its CSV files.
-
-    Attributes:
-        event_id: TrackML event number (parsed from the trailing digits of the file prefix).
-        hits: one row per hit: hit_id (int64), x, y, z (float64, mm), volume_id, layer_id,
-            module_id (int64), in file order.
-        truth: one row per hit: hit_id, particle_id (int64, 0 = noise), tx, ty, tz (mm),
-            tpx, tpy, tpz (GeV), weight (float64).
-        particles: one row per particle: particle_id (int64), [particle_type (int64),
-            Codalab files only], vx, vy, vz (mm), px, py, pz (GeV, float64), q, nhits (int64).
-        source: the file prefix the event was read from, used in messages ("" if built in
-            memory).
-    """
-
-    event_id: int
-    hits: pd.DataFrame
-    truth: pd.DataFrame
-    particles: pd.DataFrame
-    source: str = ""
-
-    @property
-    def name(self) -> str:
-        """Human-readable name for messages: the file prefix, else ``event <id>``."""
-        return self.source or f"event {self.event_id}"
-
-
-def _split_prefix(path_or_prefix: str | os.PathLike[str]) -> Path:
-    """Turn ``dir/event000000001`` or ``dir/event000000001-hits.csv.gz`` into the prefix."""
-    path = Path(path_or_prefix)
-    if path.is_dir():
-        raise ValueError(
-            f"{path} is a directory; pass an event prefix such as {path}/event000000001 "
-            "(list_events() finds them)"
-        )
-    match = _EVENT_FILE_RE.match(path.name)
-    return path.with_name(match["prefix"]) if match else path
-
-
-def _event_number(prefix: Path) -> int:
-    """TrackML event number from the trailing digits of a prefix (``event000000001`` -> 1)."""
-    match = re.search(r"(\d+)$", prefix.name)
-    if match is None:
-        raise ValueError(
-            f"cannot read an event number from the prefix {prefix.name!r} (it must end in "
-            "digits); pass event_id= to read_event"
-        )
-    return int(match.group(1))
-
-
-def _find_event_file(prefix: Path, kind: str) -> Path:
-    """Path of ``<prefix>-<kind>.csv.gz`` or ``.csv``; FileNotFoundError if neither exists."""
-    candidates = [prefix.with_name(f"{prefix.name}-{kind}.csv{ext}") for ext in (".gz", "")]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"TrackML event {prefix}: {kind} file missing (looked for "
-        f"{' and '.join(str(c) for c in candidates)})"
-    )
-
-
-def _check_frame(frame: pd.DataFrame, kind: str, label: str) -> pd.DataFrame:
-    """Validate one TrackML table and return it with normalised dtypes.
-
-    Inputs: ``frame`` as read from the ``kind`` file ("hits", "truth" or "particles");
-    ``label`` names the file in error messages. Output: the required (and known optional)
-    columns only, integers as int64 and floats as float64. Raises ValueError naming the
-    file and column for a missing column, a non-numeric column, a fractional value in an
-    integer column, a NaN, a duplicated id or an empty table.
-    """
-    if frame.empty:
-        raise ValueError(f"{label}: the {kind} table is empty")
-    spec = _FILE_COLUMNS[kind]
-    missing = [name for name, _ in spec if name not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{label}: missing column(s) {', '.join(missing)} in the {kind} table "
-            f"(found {', '.join(map(str, frame.columns))})"
-        )
-    optional = [(n, k) for n, k in _OPTIONAL_FILE_COLUMNS[kind] if n in frame.columns]
-    out = {}
-    for name, kind_code in (*spec, *optional):
-        col = frame[name]
-        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            raise ValueError(f"{label}: column {name} is not numeric (dtype {col.dtype})")
-        values = col.to_numpy()
-        n_nan = int(pd.isna(col).sum())
-        if n_nan:
-            raise ValueError(f"{label}: column {name} has {n_nan} NaN value(s)")
-        if kind_code == "i":
-            # A float column here means text like "1.5" or a lost integer: not the format.
-            if not pd.api.types.is_integer_dtype(col):
-                raise ValueError(
-                    f"{label}: column {name} must hold integers, found dtype {col.dtype}"
-                )
-            out[name] = values.astype(np.int64, copy=False)
-        else:
-            out[name] = values.astype(np.float64, copy=False)
-    result = pd.DataFrame(out)
-    id_column = "particle_id" if kind == "particles" else "hit_id"
-    duplicated = result[id_column].duplicated()
-    if duplicated.any():
-        example = int(result.loc[duplicated, id_column].iloc[0])
-        raise ValueError(
-            f"{label}: {int(duplicated.sum())} duplicated {id_column} value(s), e.g. {example}"
-        )
-    return result
-
-
-def _read_csv(path: Path, kind: str) -> pd.DataFrame:
-    """Read and validate one TrackML CSV file (see ``_check_frame`` for the output)."""
-    return _check_frame(read_csv(path, f"{kind} CSV file"), kind, str(path))
-
-
-def _check_consistency(
-    hits: pd.DataFrame, truth: pd.DataFrame, particles: pd.DataFrame, labels: Sequence[str]
-) -> None:
-    """Cross-file checks: hits and truth describe the same hit_ids; every particle that
-    left a hit is in the particles table, with charge +-1 and non-zero momentum.
-
-    ``labels`` names the hits, truth and particles files in messages. Raises ValueError.
-    """
-    hits_label, truth_label, particles_label = labels
-    in_truth = hits["hit_id"].isin(truth["hit_id"])
-    if not in_truth.all():
-        example = int(hits.loc[~in_truth, "hit_id"].iloc[0])
-        raise ValueError(
-            f"{hits_label}: {int((~in_truth).sum())} hit(s) without truth rows in "
-            f"{truth_label}, e.g. hit_id {example}"
-        )
-    if len(truth) != len(hits):
-        extra = truth.loc[~truth["hit_id"].isin(hits["hit_id"]), "hit_id"]
-        raise ValueError(
-            f"{truth_label}: {len(extra)} truth row(s) for hit_ids absent from {hits_label}, "
-            f"e.g. hit_id {int(extra.iloc[0])}"
-        )
-    hit_particles = pd.unique(truth.loc[truth["particle_id"] != 0, "particle_id"])
-    known = pd.Index(particles["particle_id"]).get_indexer(hit_particles)
-    if (known < 0).any():
-        raise ValueError(
-            f"{truth_label}: {int((known < 0).sum())} particle_id(s) with hits are absent "
-            f"from {particles_label}, e.g. {int(hit_particles[known < 0][0])}"
-        )
-    charge = particles["q"].to_numpy()[known]
-    if not np.isin(charge, (-1, 1)).all():
-        bad = hit_particles[~np.isin(charge, (-1, 1))]
-        raise ValueError(
-            f"{particles_label}: {len(bad)} particle(s) with hits have charge q not in "
-            f"{{-1, +1}}, e.g. particle_id {int(bad[0])}"
-        )
-    momentum = particles[["px", "py", "pz"]].to_numpy()[known]
-    zero = ~(np.abs(momentum) > 0).any(axis=1)
-    if zero.any():
-        raise ValueError(
-            f"{particles_label}: {int(zero.sum())} particle(s) with hits have zero momentum, "
-            f"e.g. particle_id {int(hit_particles[zero][0])}"
-        )
-
-
-def read_event(path_or_prefix: str | os.PathLike[str], event_id: int | None = None) -> TrackMLEvent:
-    """Read and validate one TrackML event.
-
-    Inputs: a prefix such as ``dir/event000000001`` or ``dir/test_001``, or the path of any
-    of the event's files (``dir/event000000001-hits.csv.gz``). The hits, truth and
-    particles files are looked up as ``<prefix>-<kind>.csv.gz`` then ``.csv``; cells are
-    not needed. Both the Kaggle particles columns and the Codalab ones (with
-    particle_type) are accepted. ``event_id`` defaults to the trailing digits of the
-    prefix.
-
-    Output: a ``TrackMLEvent`` (see its docstring for columns and dtypes).
-
-    Raises FileNotFoundError for a missing file and ValueError (naming the file and
-    column) for a missing or non-numeric column, NaN values, duplicated ids, hits without
-    truth rows (or the reverse), or particles with hits that are absent from the particles
-    table.
-    """
-    prefix = _split_prefix(path_or_prefix)
-    number = _event_number(prefix) if event_id is None else int(event_id)
-    paths = {kind: _find_event_file(prefix, kind) for kind in ("hits", "truth", "particles")}
-    frames = {kind: _read_csv(path, kind) for kind, path in paths.items()}
-    _check_consistency(
-        frames["hits"],
-        frames["truth"],
-        frames["particles"],
-        [str(paths[k]) for k in ("hits", "truth", "particles")],
-    )
-    return TrackMLEvent(
-        event_id=number,
-        hits=frames["hits"],
-        truth=frames["truth"],
-        particles=frames["particles"],
-        source=str(prefix),
-    )
-
-
-def list_events(directory: str | os.PathLike[str]) -> list[Path]:
-    """Prefixes of the events in ``directory``, sorted by event number.
-
-    Input: a directory holding ``eventNNNNNNNNN-hits.csv[.gz]`` files (other files, and
-    events not named ``event`` + digits, are ignored: pass those to ``read_event`` by
-    prefix). Output: ``[directory / "event000000001", ...]``, one entry per event even if
-    both ``.csv`` and ``.csv.gz`` exist. Raises NotADirectoryError if it is not a directory.
-    """
-    root = Path(directory)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root}: not a directory")
-    numbered: dict[str, int] = {}
-    for entry in root.iterdir():
-        match = _LISTED_EVENT_RE.match(entry.name)
-        if match:
-            numbered[match["prefix"]] = int(match["number"])
-    return [root / name for name in sorted(numbered, key=lambda n: (numbered[n], n))]
 
 
 # --------------------------------------------------------------------------------------
@@ -413,18 +97,23 @@ class SubEventConfig:
             return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
         if len(self.particles) != 2 or not all(is_int(v) for v in self.particles):
-            raise ValueError(f"particles must be a (min, max) pair of ints, got {self.particles}")
+            raise UserError(f"particles must be a (min, max) pair of ints, got {self.particles}")
         low, high = self.particles
         if not 1 <= low <= high:
-            raise ValueError(f"particles must satisfy 1 <= min <= max, got {self.particles}")
+            raise UserError(f"particles must satisfy 1 <= min <= max, got {self.particles}")
         for name in ("sub_events_per_event", "min_hits"):
             value = getattr(self, name)
             if not is_int(value) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+                raise UserError(f"{name} must be an int >= 1, got {value!r}")
         if not is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+            raise UserError(f"seed must be an int >= 0, got {self.seed!r}")
         # Normalise numpy ints so the config prints and serialises cleanly.
         object.__setattr__(self, "particles", (int(low), int(high)))
+
+
+def _config_metadata(config: SubEventConfig) -> dict[bytes, str]:
+    """The parquet file metadata that records how a converted set was drawn."""
+    return {_CONFIG_METADATA_KEY: json.dumps(asdict(config))}
 
 
 def _event_rng(seed: int, event_id: int) -> np.random.Generator:
@@ -499,10 +188,10 @@ def _build(
 ) -> tuple[pd.DataFrame, int]:
     """``build_sub_events`` plus the number of sub-events whose N was capped."""
     labels = [f"{event.name} ({kind})" for kind in ("hits", "truth", "particles")]
-    hits = _check_frame(event.hits, "hits", labels[0])
-    truth = _check_frame(event.truth, "truth", labels[1])
-    particles = _check_frame(event.particles, "particles", labels[2])
-    _check_consistency(hits, truth, particles, labels)
+    hits = validate_event_table(event.hits, "hits", labels[0])
+    truth = validate_event_table(event.truth, "truth", labels[1])
+    particles = validate_event_table(event.particles, "particles", labels[2])
+    validate_event_consistency(hits, truth, particles, labels)
 
     # Align truth to the hits' row order (validated 1:1 above) without reordering hits.
     truth_row = pd.Index(truth["hit_id"]).get_indexer(hits["hit_id"])
@@ -523,7 +212,7 @@ def _build(
     eligible = np.flatnonzero(counts >= config.min_hits)
     n_eligible = eligible.size
     if n_eligible == 0:
-        raise ValueError(
+        raise UserError(
             f"{event.name}: no eligible particles (need >= {config.min_hits} hit(s)"
             f"{' in the pixel volumes' if config.pixel_only else ''})"
         )
@@ -604,138 +293,6 @@ def build_sub_events(
     return _build(event, config, first_event_id)[0]
 
 
-# --------------------------------------------------------------------------------------
-# Writing and reading hit tables
-# --------------------------------------------------------------------------------------
-
-
-def _table_format(path: Path) -> str:
-    """Storage format ("parquet" or "csv") from the file name; ValueError otherwise."""
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".csv.gz", ".csv")):
-        return "csv"
-    raise ValueError(f"{path}: unsupported hit table format (use .parquet, .csv.gz or .csv)")
-
-
-def _arrow_schema(config: SubEventConfig | None, extra: pd.DataFrame | None = None) -> pa.Schema:
-    """Arrow schema of the hit table: the contract columns (``HIT_TABLE_DTYPES``), then
-    the columns of ``extra`` with the types pyarrow gives them; the sub-event config is
-    kept as file metadata."""
-    fields = [
-        pa.field(name, pa.from_numpy_dtype(np.dtype(dtype)))
-        for name, dtype in HIT_TABLE_DTYPES.items()
-    ]
-    if extra is not None:
-        fields += list(pa.Schema.from_pandas(extra, preserve_index=False))
-    schema = pa.schema(fields)
-    if config is not None:
-        schema = schema.with_metadata({_CONFIG_METADATA_KEY: json.dumps(asdict(config))})
-    return schema
-
-
-class _HitTableWriter:
-    """Streams hit tables to ``<out>`` through ``common.atomic_write`` (a temporary file
-    in the same directory, renamed into place only on success), so readers never see a
-    half-written data set. Use as a context manager.
-
-    Every table written must have exactly the writer's columns: ``HIT_TABLE_COLUMNS``
-    followed by ``extra_columns`` (in any order; they are written in that one).
-    """
-
-    def __init__(
-        self,
-        out_path: Path,
-        config: SubEventConfig | None = None,
-        extra_columns: pd.DataFrame | None = None,
-    ) -> None:
-        """``extra_columns``: a frame (any rows, e.g. none) whose columns and dtypes are
-        the extra columns to write after the contract ones; None = none."""
-        self.out_path = out_path
-        self.format = _table_format(out_path)
-        self.schema = _arrow_schema(config, extra_columns)
-        self.columns = tuple(self.schema.names)
-        self._buffer: list[pd.DataFrame] = []
-        self._buffered_rows = 0
-        self._parquet: pq.ParquetWriter | None = None
-        self._csv: Any = None
-        self._wrote_header = False
-        self._files = contextlib.ExitStack()  # the open file, set up by __enter__
-
-    def __enter__(self) -> _HitTableWriter:
-        with contextlib.ExitStack() as stack:
-            tmp = stack.enter_context(atomic_write(self.out_path))
-            if self.format == "parquet":
-                # zstd: ~2x smaller than snappy on these float columns at similar read speed.
-                self._parquet = pq.ParquetWriter(tmp, self.schema, compression="zstd")
-            elif self.out_path.name.lower().endswith(".gz"):
-                self._csv = gzip.open(tmp, "wt", newline="")
-            else:
-                self._csv = open(tmp, "w", newline="")
-            # Unwound last in, first out: the file is closed before it is renamed.
-            stack.callback(self._close)
-            self._files = stack.pop_all()
-        return self
-
-    def write(self, table: pd.DataFrame) -> None:
-        """Queue one hit table (the writer's ``columns``) for writing."""
-        missing = [c for c in self.columns if c not in table.columns]
-        unexpected = [c for c in table.columns if c not in self.columns]
-        problems = [f"lacks column(s) {missing}"] if missing else []
-        if unexpected:
-            problems.append(f"has column(s) {unexpected} the file was not opened with")
-        if problems:
-            raise ValueError(f"{self.out_path}: hit table to write {' and '.join(problems)}")
-        self._buffer.append(table[list(self.columns)])
-        self._buffered_rows += len(table)
-        if self._buffered_rows >= _ROW_GROUP_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        frame = pd.concat(self._buffer, ignore_index=True)
-        self._buffer, self._buffered_rows = [], 0
-        if self._parquet is not None:
-            arrow = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
-            self._parquet.write_table(arrow)
-        else:
-            frame.to_csv(self._csv, header=not self._wrote_header, index=False)
-            self._wrote_header = True
-
-    def _close(self) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-        if self._csv is not None:
-            self._csv.close()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        if exc is None:
-            # Close, then rename into place; if the last flush fails, remove instead.
-            with self._files:
-                self._flush()
-        else:
-            # Close and remove the temporary file; the exception propagates.
-            self._files.__exit__(exc_type, exc, tb)
-
-
-def write_hit_table(table: pd.DataFrame, out_path: str | os.PathLike[str]) -> None:
-    """Write one hit table atomically to .parquet, .csv.gz or .csv.
-
-    ``table`` must have ``HIT_TABLE_COLUMNS`` (else ValueError naming the file and the
-    missing columns); they are written first, in that order, then every other column of
-    ``table`` (``read_hit_table`` keeps such extras, so nothing is dropped).
-    """
-    # The extras' types come from their values (an empty frame would type an object
-    # column of strings as null).
-    extra = table[[c for c in table.columns if c not in HIT_TABLE_DTYPES]]
-    with _HitTableWriter(Path(out_path), extra_columns=extra) as writer:
-        writer.write(table)
-
-
 def _resolve_inputs(
     inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
 ) -> list[Path]:
@@ -745,12 +302,12 @@ def _resolve_inputs(
         if path.is_dir():
             prefixes = list_events(path)
             if not prefixes:
-                raise ValueError(f"{path}: no eventNNNNNNNNN-hits.csv[.gz] files found")
+                raise UserError(f"{path}: no eventNNNNNNNNN-hits.csv[.gz] files found")
             return prefixes
-        return [_split_prefix(path)]
-    prefixes = list(dict.fromkeys(_split_prefix(p) for p in inputs))  # dedupe, keep order
+        return [event_prefix(path)]
+    prefixes = list(dict.fromkeys(event_prefix(p) for p in inputs))  # dedupe, keep order
     if not prefixes:
-        raise ValueError("no input events given")
+        raise UserError("no input events given")
     return prefixes
 
 
@@ -780,14 +337,14 @@ def convert_events(
     hits_per_second (output hits per second of wall time, reading included), out_path.
     """
     out = Path(out_path)
-    _table_format(out)  # fail on a bad suffix before doing any work
+    table_format(out)  # fail on a bad suffix before doing any work
     prefixes = _resolve_inputs(input_dir_or_files)
     k_sub = config.sub_events_per_event
     totals = dict.fromkeys(
         ("sub_events", "hits", "particles", "noise_hits", "capped_sub_events", "input_hits"), 0
     )
     start = time.perf_counter()
-    with _HitTableWriter(out, config) as writer:
+    with HitTableWriter(out, _config_metadata(config)) as writer:
         for index, prefix in tqdm(
             enumerate(prefixes),
             total=len(prefixes),
@@ -818,73 +375,6 @@ def convert_events(
     }
 
 
-def read_hit_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a converted data set (.parquet, .csv.gz or .csv) and validate the contract.
-
-    Output: the hit table with ``REQUIRED_HIT_TABLE_COLUMNS`` (and any of the optional
-    extras present) cast to ``HIT_TABLE_DTYPES``, extra unknown columns kept as they are,
-    sorted by event_id with the file's row order kept within an event (stable sort), index
-    0..n-1.
-
-    Raises FileNotFoundError for a missing file and ValueError naming the file (and column)
-    for: unsupported suffix, unreadable file, empty table, missing or non-numeric column,
-    NaN in an id/integer column, x/y/z or weight, NaN targets on hits with particle_id != 0,
-    a charge q not in {-1, +1}, or a hit_id repeated within a sub-event.
-    """
-    file = Path(path)
-    fmt = _table_format(file)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: hit table not found")
-    if fmt == "csv":
-        frame = read_csv(file, "csv hit table")
-    else:
-        try:
-            frame = pd.read_parquet(file, engine="pyarrow")
-        except (pa.ArrowException, OSError) as e:
-            raise ValueError(f"{file}: not a readable parquet hit table ({e})") from e
-    if frame.empty:
-        raise ValueError(f"{file}: the hit table is empty")
-    missing = [c for c in REQUIRED_HIT_TABLE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{file}: missing hit table column(s) {', '.join(missing)} "
-            f"(found {', '.join(map(str, frame.columns))})"
-        )
-    for name, dtype in HIT_TABLE_DTYPES.items():
-        if name not in frame.columns:
-            continue
-        col = frame[name]
-        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            raise ValueError(f"{file}: column {name} is not numeric (dtype {col.dtype})")
-        if np.dtype(dtype).kind == "i":
-            if col.isna().any():
-                raise ValueError(f"{file}: column {name} has {int(col.isna().sum())} NaN value(s)")
-            if not pd.api.types.is_integer_dtype(col):
-                raise ValueError(f"{file}: column {name} must hold integers (dtype {col.dtype})")
-        frame[name] = col.astype(dtype)
-    for name in (*INPUT_COLUMNS, "weight"):
-        n_nan = int(frame[name].isna().sum())
-        if n_nan:
-            raise ValueError(f"{file}: column {name} has {n_nan} NaN value(s)")
-    is_particle = frame["particle_id"].to_numpy() != 0
-    for name in TARGET_COLUMNS:
-        bad = is_particle & frame[name].isna().to_numpy()
-        if bad.any():
-            raise ValueError(
-                f"{file}: column {name} is NaN on {int(bad.sum())} hit(s) of particles "
-                f"(particle_id != 0), e.g. event_id {int(frame['event_id'].to_numpy()[bad][0])}"
-            )
-    if not np.isin(frame["q"].to_numpy()[is_particle], (-1.0, 1.0)).all():
-        raise ValueError(f"{file}: column q holds values other than -1/+1 for particle hits")
-    duplicated = frame.duplicated(["event_id", "hit_id"])
-    if duplicated.any():
-        raise ValueError(
-            f"{file}: {int(duplicated.sum())} hit_id(s) repeated within a sub-event, e.g. "
-            f"event_id {int(frame.loc[duplicated, 'event_id'].iloc[0])}"
-        )
-    return frame.sort_values("event_id", kind="stable").reset_index(drop=True)
-
-
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
@@ -908,11 +398,23 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--particles", type=_parse_range, default=(10, 50), help="MIN-MAX particles"
     )
-    parser.add_argument("--sub-events", type=int, default=10, help="sub-events per event")
+    # Underscore spellings like the training flags; the hyphenated ones stay as aliases.
+    parser.add_argument(
+        "--sub_events", "--sub-events", type=int, default=10, help="sub-events per event"
+    )
     parser.add_argument("--out", required=True, help="output .parquet, .csv.gz or .csv")
-    parser.add_argument("--keep-noise", action="store_true", help="keep a share of noise")
-    parser.add_argument("--pixel-only", action="store_true", help="pixel volumes 7/8/9 only")
-    parser.add_argument("--min-hits", type=int, default=1, help="min hits per particle")
+    parser.add_argument(
+        "--keep_noise", "--keep-noise", action="store_true", help="keep a share of noise"
+    )
+    parser.add_argument(
+        "--pixel_only",
+        "--pixel-only",
+        action="store_true",
+        help=f"pixel volumes {'/'.join(map(str, PIXEL_VOLUMES))} only",
+    )
+    parser.add_argument(
+        "--min_hits", "--min-hits", type=int, default=1, help="min hits per particle"
+    )
     parser.add_argument("--seed", type=int, default=0, help="root random seed")
     return parser
 
@@ -949,4 +451,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -14,24 +14,24 @@ asking for it raises FileNotFoundError naming the file.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import training
+from data_processing.data_files import DataSource, data_folder, simulation_config
+from data_processing.data_types import data_type_named
 from data_processing.redvid import SimulationConfig, cached_dataset_path, ensure_dataset
 
 
 def simulated_data(simulation: SimulationConfig) -> Path:
-    """The CSV of ``simulation`` in ``training.data_folder()``, simulated first if absent."""
-    return ensure_dataset(simulation, training.data_folder())
+    """The CSV of ``simulation`` in ``data_files.data_folder()``, simulated first if absent."""
+    return ensure_dataset(simulation, data_folder())
 
 
 def training_simulation(state: dict[str, Any]) -> SimulationConfig | None:
     """The simulation that produced the checkpoint's training data, or None.
 
     Only a set that training generated itself can be rebuilt: ``train_config`` has no
-    ``data_path`` (training.ensure_data then simulates the default set of the stored
+    ``data_path`` (data_files.ensure_data then simulates the default set of the stored
     ``data_type``, ``tracks``, ``n_events`` and ``seed``), the type is not TrackML, and the
     stored file name is exactly that set's cached name (so the settings are the ones that
     made the file, not later defaults).
@@ -40,13 +40,10 @@ def training_simulation(state: dict[str, Any]) -> SimulationConfig | None:
     needed = ("data_path", "data_type", "tracks", "n_events", "seed")
     if not isinstance(train, dict) or any(name not in train for name in needed):
         return None
-    if train["data_path"] is not None or train["data_type"] == "trackml":
+    if train["data_path"] is not None or not data_type_named(train["data_type"]).simulated:
         return None
-    # The one mapping from training settings to a simulation is training's own; fields
-    # a newer TrainConfig no longer has are irrelevant to it and left out.
-    known = {f.name for f in fields(training.TrainConfig)}
-    config = training.TrainConfig(**{k: v for k, v in train.items() if k in known})
-    simulation = training.simulation_config(config)
+    # The one mapping from a run's data settings to a simulation, the one training uses.
+    simulation = simulation_config(DataSource.of(train))
     stored_name = Path(state["data"]["path"]).name
     return simulation if cached_dataset_path(simulation, ".").name == stored_name else None
 
@@ -74,7 +71,7 @@ def training_data_path(state: dict[str, Any], checkpoint: str | Path) -> Path:
             "simulated again (training did not generate it); restore that file or give a "
             "copy of it explicitly (--data_path, or --source_path for the refiner)"
         )
-    path = cached_dataset_path(simulation, training.data_folder())
+    path = cached_dataset_path(simulation, data_folder())
     action = "using the copy" if path.exists() else "simulating it again from its settings into"
     print(
         f"{checkpoint}: training data {stored} not found; {action} {path} "
@@ -89,5 +86,5 @@ def is_training_file(path: str | Path, state: dict[str, Any]) -> bool:
     candidates = [Path(state["data"]["path"])]
     simulation = training_simulation(state)
     if simulation is not None:
-        candidates.append(cached_dataset_path(simulation, training.data_folder()))
+        candidates.append(cached_dataset_path(simulation, data_folder()))
     return Path(path).resolve() in {c.resolve() for c in candidates}

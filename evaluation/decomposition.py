@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from checkpoint import load_checkpoint
-from data_processing.dataset import DeviceEvents, EventSet, Normaliser
+from data_processing.batching import DeviceEvents
+from data_processing.dataset import EventSet, Normaliser
 from data_processing.derived_data import EventSelection
 from data_processing.domain_decomposition import (
     MERGE_MODES,
@@ -42,7 +43,8 @@ from data_processing.domain_decomposition import (
 from evaluation.checkpoint_data import training_data_path
 from evaluation.clustering import ClusteringConfig, cluster_events
 from evaluation.inference import predict_track_params, reconstruct, score_reconstruction
-from evaluation.test import evaluation_config_from, load_setup, write_json
+from evaluation.options import EvaluationOptions
+from evaluation.pipeline import load_setup, write_json
 from model import TransformerRegressor
 
 
@@ -93,26 +95,16 @@ def reconstruct_by_regions(
 
 
 @dataclass
-class DecompositionEvalConfig:
+class DecompositionEvalConfig(EvaluationOptions):
     """One CLI run: a checkpoint, its events and one decomposition per phi_regions value."""
 
     model_name: str = "runs/transformer_regressor.pt"
-    data_path: str | None = None
-    data_type: str | None = None
-    split: str = "auto"
-    max_events: int | None = None
     theta_edges: tuple[float, ...] = (0.0, math.pi)
     phi_regions: tuple[int, ...] = (4,)
     phi_start: float = -math.pi
     overlap: float = 0.05
     min_shared_hits: int = 2
     merge: tuple[str, ...] = ("labels",)
-    min_cluster_size: int | None = None
-    min_samples: int | None = None
-    cluster_jobs: int = -1
-    batch_size: int = 256
-    device: str = "cpu"
-    output: str | None = None
     write_regions: str | None = None  # write region events for training instead
 
     def decompositions(self) -> list[DecompositionConfig]:
@@ -153,7 +145,7 @@ def write_regions_for_training(config: DecompositionEvalConfig) -> dict[str, Any
 
 def evaluate_decomposition(config: DecompositionEvalConfig) -> dict[str, Any]:
     """Score the undivided events and every requested decomposition of the same events."""
-    setup = load_setup(evaluation_config_from(config))
+    setup = load_setup(config)
     model, normaliser, events = setup.model, setup.normaliser, setup.events
     clustering, device = setup.clustering, setup.device
     undivided = reconstruct(model, events, normaliser, clustering, config.batch_size, device)

@@ -10,14 +10,14 @@ type, so the one training loop (``training.train``) reads it unchanged:
   group id, plus extra columns ``source_event_id`` (the group's event_id in the source
   file) and ``source_event`` (its original event; for REDVID the same), which the loader
   ignores.
-* ``trackml``: a hit table written by ``trackml_data.write_hit_table``, ``event_id`` =
+* ``trackml``: a hit table written by ``hit_table.write_hit_table``, ``event_id`` =
   group id, ``source_event_id`` = the group's event_id in the source file and
   ``source_event`` = the TrackML event it came from. Optional contract columns the
   source lacks are filled with -1 (integers) or NaN (floats).
 
 The particle id (``track_id`` / ``particle_id``) and every per-hit target stay as they
 were, so a group is traceable to its source (source_event, particle id). Noise hits
-(particle id 0) belong to no group.
+(as the data type identifies them, ``DataType.rows_particle_ids``) belong to no group.
 
 Impure groups ("merging", ``GroupConfig.merge_fraction``): a chosen share of the groups
 also receives a random part (1 to all hits, uniformly) of another particle of the same
@@ -37,13 +37,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_processing.data_types import data_type_named
 from data_processing.dataset import read_rows
 from data_processing.derived_data import (
-    PARTICLE_COLUMN,
     EventSelection,
     with_source_columns,
     write_derived_rows,
 )
+from data_processing.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ class GroupConfig:
 
     def __post_init__(self) -> None:
         if self.min_hits < 1:
-            raise ValueError(f"min_hits must be >= 1, got {self.min_hits}")
+            raise UserError(f"min_hits must be >= 1, got {self.min_hits}")
         if not 0.0 <= self.merge_fraction <= 1.0:
-            raise ValueError(f"merge_fraction must lie in [0, 1], got {self.merge_fraction}")
+            raise UserError(f"merge_fraction must lie in [0, 1], got {self.merge_fraction}")
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,14 @@ class GroupSummary:
 
 
 def particle_groups(
-    rows: pd.DataFrame, particle_column: str, config: GroupConfig
+    rows: pd.DataFrame, particle: np.ndarray, config: GroupConfig
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Regroup source rows into single-particle hit groups (vectorised, seeded).
 
     Args:
-        rows: source rows with ``event_id`` and ``particle_column`` (0 = noise).
-        particle_column: the column naming each hit's particle.
+        rows: source rows with ``event_id``.
+        particle: [N] int64 particle id of every row (0 = noise), as the data type reads
+            it (``DataType.rows_particle_ids``).
         config: group settings.
 
     Returns:
@@ -102,7 +104,7 @@ def particle_groups(
     """
     rng = np.random.default_rng(config.seed)
     event = rows["event_id"].to_numpy(np.int64)
-    particle = rows[particle_column].to_numpy(np.int64)
+    particle = np.asarray(particle, dtype=np.int64)
     track_rows = np.flatnonzero(particle != 0)
     # Rows sorted by (event, particle) with a random order inside each particle.
     order = np.lexsort((rng.random(len(track_rows)), particle[track_rows], event[track_rows]))
@@ -158,7 +160,7 @@ def _ranks(sizes: np.ndarray) -> np.ndarray:
 def default_group_path(source_path: str | Path, data_type: str, tag: str) -> Path:
     """Where a group file derived from ``source_path`` goes: next to it, named by ``tag``."""
     source_path = Path(source_path)
-    suffix = ".parquet" if data_type == "trackml" else ".csv"
+    suffix = data_type_named(data_type).derived_suffix
     stem = source_path.name.split(".")[0]
     return source_path.parent / f"{stem}_refiner_groups_{tag}{suffix}"
 
@@ -184,14 +186,17 @@ def build_group_file(
         A ``GroupSummary``. Raises ValueError when no group is left.
     """
     rows = read_rows(source_path, data_type)
+    # Noise is what the file says it is (for REDVID: the row, not only its track_id).
+    particle = data_type_named(data_type).rows_particle_ids(rows, str(source_path))
     event_ids = np.unique(rows["event_id"].to_numpy(np.int64))
     if selection is not None:
         chosen = event_ids[selection.positions(len(event_ids))]
-        rows = rows[np.isin(rows["event_id"].to_numpy(np.int64), chosen)]
+        keep = np.isin(rows["event_id"].to_numpy(np.int64), chosen)
+        rows, particle = rows[keep], particle[keep]
         event_ids = chosen
-    groups, counts = particle_groups(rows, PARTICLE_COLUMN[data_type], config)
+    groups, counts = particle_groups(rows, particle, config)
     if groups.empty:
-        raise ValueError(
+        raise UserError(
             f"{source_path}: no particle with >= {config.min_hits} hits in the chosen events"
         )
     path = write_derived_rows(groups, data_type, out_path)

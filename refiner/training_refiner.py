@@ -29,7 +29,8 @@ from pathlib import Path
 
 import training
 from checkpoint import load_checkpoint
-from data_processing.dataset import DATA_TYPES
+from data_processing.data_files import DataSource, ensure_data
+from data_processing.data_types import DATA_TYPES
 from data_processing.derived_data import EventSelection
 from evaluation.checkpoint_data import training_data_path
 from refiner.dataset import (
@@ -85,7 +86,7 @@ def resolve_source(config: RefinerDataConfig) -> tuple[Path, str, EventSelection
         fractions, seed = training.SPLIT_FRACTIONS, config.split_seed
     else:
         default = training.TrainConfig(seed=config.split_seed)
-        path, data_type = training.ensure_data(default), default.data_type
+        path, data_type = ensure_data(DataSource.of(default)), default.data_type
         fractions, seed = training.SPLIT_FRACTIONS, config.split_seed
     if config.source_split == "all":
         return path, data_type, None

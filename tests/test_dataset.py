@@ -14,26 +14,18 @@ import torch
 
 from checkpoint import save_checkpoint
 from data_processing import redvid
+from data_processing.batching import DeviceEvents, batch_event_indices, padded_batch
 from data_processing.common import atomic_write
-from data_processing.dataset import (
-    REDVID_COLUMNS,
-    DeviceEvents,
-    EventSet,
-    Normaliser,
-    batch_event_indices,
-    load_events,
-    padded_batch,
-    read_rows,
-    split_events,
-)
+from data_processing.dataset import EventSet, Normaliser, load_events, read_rows, split_events
 from data_processing.derived_data import write_derived_rows
-from data_processing.redvid import SimulationConfig, generate_dataset
-from data_processing.trackml_data import (
+from data_processing.hit_table import (
     HIT_TABLE_COLUMNS,
     HIT_TABLE_DTYPES,
     read_hit_table,
     write_hit_table,
 )
+from data_processing.redvid import SimulationConfig, generate_dataset
+from data_processing.redvid_format import REDVID_COLUMNS
 
 
 def _redvid_rows() -> pd.DataFrame:

@@ -14,14 +14,10 @@ import training
 from data_processing import domain_decomposition as dd
 from data_processing.dataset import EventSet, Normaliser, load_events
 from data_processing.derived_data import pair_codes
+from data_processing.hit_table import read_hit_table, write_hit_table
 from data_processing.redvid import SimulationConfig, generate_dataset
-from data_processing.trackml_data import (
-    SubEventConfig,
-    build_sub_events,
-    read_event,
-    read_hit_table,
-    write_hit_table,
-)
+from data_processing.trackml_data import SubEventConfig, build_sub_events
+from data_processing.trackml_events import read_event
 from evaluation import decomposition as ed
 from evaluation.inference import score_reconstruction
 from tests.oracles import DirectionOracle, straight_track_event

@@ -9,17 +9,15 @@ import pandas as pd
 import pytest
 
 from data_processing.redvid import (
-    REDVID_COLUMNS,
     SimulationConfig,
-    default_geometry,
     generate_dataset,
     iter_event_chunks,
     main,
     parse_track_range,
     simulate_events,
-    wrap_angle,
-    write_redvid_csv,
 )
+from data_processing.redvid_detector import default_geometry, wrap_angle
+from data_processing.redvid_format import REDVID_COLUMNS, write_redvid_csv
 
 GEOMETRY = default_geometry()
 HEADER = (

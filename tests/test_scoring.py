@@ -671,13 +671,9 @@ def test_sample_efficiency_vs_pt_counts_every_particle(sample: dict[str, pd.Data
 def test_sample_hit_table_truth_frame_carries_the_cuts(trackml_sample_dir: Path) -> None:
     """A TrackML hit table's truth_frame (per-hit pt, eta, volume_id, layer_id) is enough."""
     from data_processing.dataset import EventSet
-    from data_processing.trackml_data import (
-        INPUT_COLUMNS,
-        TARGET_COLUMNS,
-        SubEventConfig,
-        build_sub_events,
-        read_event,
-    )
+    from data_processing.hit_table import INPUT_COLUMNS, TARGET_COLUMNS
+    from data_processing.trackml_data import SubEventConfig, build_sub_events
+    from data_processing.trackml_events import read_event
 
     event = read_event(trackml_sample_dir / "event000000001")
     # One sub-event with all 468 particles that have hits and all noise: the whole event.

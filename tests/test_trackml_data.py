@@ -15,24 +15,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_processing.redvid import parse_track_range
-from data_processing.trackml_data import (
+from data_processing.hit_table import (
     HIT_TABLE_COLUMNS,
     HIT_TABLE_DTYPES,
     INPUT_COLUMNS,
     PIXEL_VOLUMES,
     TARGET_COLUMNS,
-    SubEventConfig,
-    TrackMLEvent,
-    _parse_range,
-    build_sub_events,
-    convert_events,
-    list_events,
-    main,
-    read_event,
     read_hit_table,
     write_hit_table,
 )
+from data_processing.redvid import parse_track_range
+from data_processing.trackml_data import (
+    SubEventConfig,
+    _parse_range,
+    build_sub_events,
+    convert_events,
+    main,
+)
+from data_processing.trackml_events import TrackMLEvent, list_events, read_event
 from evaluation.scoring import score_event
 
 N_HITS = 5527
