@@ -28,6 +28,7 @@ import torch
 
 from checkpoint import load_checkpoint
 from data_processing.batching import DeviceEvents
+from data_processing.data_types import DATA_TYPES
 from data_processing.dataset import EventSet, Normaliser
 from data_processing.derived_data import EventSelection
 from data_processing.domain_decomposition import (
@@ -210,7 +211,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="checkpoint written by training (default: %(default)s)",
     )
     parser.add_argument("--data_path", help="evaluate on this file instead of the test split")
-    parser.add_argument("--data_type", choices=("linear", "helical", "trackml"))
+    parser.add_argument("--data_type", choices=DATA_TYPES)
     parser.add_argument("--split", choices=("auto", "train", "val", "test", "all"), default="auto")
     parser.add_argument("--max_events", type=int)
     parser.add_argument(

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from data_processing.hit_table import PIXEL_VOLUMES
 from evaluation.scoring import (
     EVENT,
     MAX_IDS_SHOWN,
@@ -46,8 +47,7 @@ __all__ = [
     "particle_table",
 ]
 
-#: TrackML volume ids of the pixel detector (the layer rule of the gnn_tracking definition).
-PIXEL_VOLUMES = (7, 8, 9)
+# PIXEL_VOLUMES (TrackML pixel volume ids) drive the layer rule of the gnn_tracking definition.
 
 Definition = Literal["trackformers", "trackformers_min_hits", "gnn_tracking"]
 #: Every efficiency definition, the published one first.
