@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,13 @@ import pytest
 import torch
 
 from checkpoint import save_checkpoint
-from data_processing import redvid
+from data_processing import data_files, redvid
 from data_processing.batching import DeviceEvents, batch_event_indices, padded_batch
 from data_processing.common import atomic_write
+from data_processing.data_types import DATA_TYPES, data_type_named
 from data_processing.dataset import EventSet, Normaliser, load_events, read_rows, split_events
 from data_processing.derived_data import write_derived_rows
+from data_processing.errors import UserError
 from data_processing.hit_table import (
     HIT_TABLE_COLUMNS,
     HIT_TABLE_DTYPES,
@@ -395,3 +398,118 @@ def test_hit_table_extra_columns_are_written_not_dropped(tmp_path: Path) -> None
     assert label.iloc[0] == "a" and pd.isna(label.iloc[1])
     with pytest.raises(ValueError, match=r"t\.csv: hit table to write lacks column\(s\) \['q'\]"):
         write_hit_table(_hit_table().drop(columns="q"), tmp_path / "t.csv")
+
+
+# --------------------------------------------------------------------------------------
+# Noise is what the row says (REDVID files numbering their tracks from 0)
+# --------------------------------------------------------------------------------------
+
+
+def _simulated_rows(noise_hits: float = 0.0) -> pd.DataFrame:
+    config = SimulationConfig(
+        n_events=12, tracks="5-20", track_type="helical", noise_hits_per_event=noise_hits, seed=4
+    )
+    return redvid.simulate_events(config)
+
+
+def test_tracks_numbered_from_zero_are_read_as_tracks(tmp_path: Path) -> None:
+    rows = _simulated_rows()
+    original = load_events(_write(rows, tmp_path / "from1.csv"), "helical")
+    # The same events, the tracks numbered 0..n-1: track 0 is one real helix per event.
+    from_zero = rows.assign(track_id=rows["track_id"] - 1)
+    assert (from_zero["track_id"] == 0).mean() > 0.02  # a real share of the hits
+    events = load_events(_write(from_zero, tmp_path / "from0.csv"), "helical")
+    # Nothing became noise: every hit keeps its track (ids read shifted by one) and weight.
+    assert (events.particle_id != 0).all()
+    np.testing.assert_array_equal(events.particle_id, original.particle_id)
+    np.testing.assert_array_equal(events.weight, original.weight)
+    np.testing.assert_array_equal(events.targets, original.targets)
+    per_event = [len(np.unique(events.particle_id[a:b])) for a, b in pairwise(events.offsets)]
+    assert per_event == rows.groupby("event_id")["track_id"].nunique().tolist()
+
+
+def test_genuine_noise_rows_stay_noise_with_or_without_a_track_zero(tmp_path: Path) -> None:
+    rows = _simulated_rows(noise_hits=6)
+    noise = (rows["track_id"] == 0).to_numpy()
+    assert noise.sum() == 6 * 12
+    events = load_events(_write(rows, tmp_path / "noisy.csv"), "helical")
+    assert (events.particle_id == 0).sum() == 6 * 12
+    assert events.weight[events.particle_id == 0].tolist() == [0.0] * (6 * 12)
+    # Tracks numbered from 0 next to real noise rows (track_id 0, coefficients 0): the row
+    # tells them apart; noise stays noise, track 0 stays a track.
+    from_zero = rows.assign(track_id=np.where(noise, 0, rows["track_id"] - 1))
+    mixed = load_events(_write(from_zero, tmp_path / "mixed.csv"), "helical")
+    np.testing.assert_array_equal(mixed.particle_id, events.particle_id)
+    np.testing.assert_array_equal(mixed.weight, events.weight)
+    # Empty coefficient cells mark noise as well as zeros do.
+    blank = from_zero.astype({"radial_coeff": float})
+    blank.loc[noise, ["radial_coeff", "pitch_coeff", "azimuthal_coeff"]] = np.nan
+    again = load_events(_write(blank, tmp_path / "blank.csv"), "helical")
+    np.testing.assert_array_equal(again.particle_id, events.particle_id)
+
+
+def test_tracks_from_zero_and_track_minus_one_are_refused(tmp_path: Path) -> None:
+    rows = _simulated_rows()
+    rows = rows.assign(track_id=rows["track_id"] - 2)  # ids -1, 0, 1, ...
+    path = _write(rows, tmp_path / "minus.csv")
+    with pytest.raises(UserError, match=r"minus\.csv: rows with track_id 0 carry .* mark noise"):
+        load_events(path, "helical")
+
+
+def test_refiner_groups_keep_track_zero(tmp_path: Path) -> None:
+    from refiner.dataset import GroupConfig, build_group_file
+
+    rows = _simulated_rows()
+    config = GroupConfig(min_hits=1, merge_fraction=0.0)
+    before = build_group_file(
+        _write(rows, tmp_path / "a.csv"), "helical", tmp_path / "ga.csv", config
+    )
+    shifted = rows.assign(track_id=rows["track_id"] - 1)
+    after = build_group_file(
+        _write(shifted, tmp_path / "b.csv"), "helical", tmp_path / "gb.csv", config
+    )
+    assert after.n_groups == before.n_groups == rows.groupby("event_id")["track_id"].nunique().sum()
+    assert after.n_hits == before.n_hits == len(rows)
+
+
+# --------------------------------------------------------------------------------------
+# The data-type registry and data-file resolution
+# --------------------------------------------------------------------------------------
+
+
+def test_every_data_type_is_described_once_in_the_registry() -> None:
+    assert DATA_TYPES == ("linear", "helical", "trackml")
+    assert [data_type_named(name).name for name in DATA_TYPES] == list(DATA_TYPES)
+    simulated = {name for name in DATA_TYPES if data_type_named(name).simulated}
+    assert simulated == {"linear", "helical"}
+    assert {name: data_type_named(name).length_unit for name in DATA_TYPES} == {
+        "linear": "m",
+        "helical": "m",
+        "trackml": "mm",
+    }
+    with pytest.raises(UserError, match=r"unknown data_type 'curly'; use one of \('linear'"):
+        read_rows("whatever.csv", "curly")
+    # The registry's columns are the loader's.
+    linear, helical = data_type_named("linear"), data_type_named("helical")
+    table = pd.DataFrame(columns=["sin_phi0", "cos_phi0"])
+    assert linear.target_columns(table) == ("theta", "sin_phi", "cos_phi")
+    assert helical.target_columns(table)[-2:] == ("sin_phi0", "cos_phi0")
+    assert data_type_named("trackml").target_columns(table) == ("theta", "sin_phi", "cos_phi", "q")
+
+
+def test_data_files_resolve_without_the_training_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data_files, "REPO_ROOT", tmp_path)
+    settings = {"data_type": "helical", "tracks": "3", "n_events": 20, "seed": 2, "lr": 1.0}
+    source = data_files.DataSource.of(settings)  # fields it does not know are ignored
+    assert source == data_files.DataSource(None, "helical", "3", 20, 2)
+    expected = tmp_path / "data" / "redvid_helical_3_20ev_seed2.csv"
+    assert data_files.default_data_path(source) == expected
+    assert not expected.exists()
+    assert data_files.ensure_data(source) == expected
+    assert load_events(expected, "helical").n_events == 20
+    given = data_files.DataSource(str(tmp_path / "mine.csv"), "linear")
+    assert data_files.ensure_data(given) == tmp_path / "mine.csv"
+    with pytest.raises(UserError, match="--data_type trackml needs --data_path"):
+        data_files.ensure_data(data_files.DataSource(data_type="trackml"))

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data_processing.errors import USER_ERROR_EXIT, UserError, run_cli
 from data_processing.redvid import (
     SimulationConfig,
     generate_dataset,
@@ -274,3 +275,28 @@ def test_config_validation() -> None:
         SimulationConfig(tracks="ten")
     with pytest.raises(ValueError):
         SimulationConfig(noise_sigma=-1.0)
+
+
+def test_cli_underscore_flags_write_the_same_file_as_the_hyphenated_ones(tmp_path: Path) -> None:
+    common = ["--tracks", "1-20", "--events", "30", "--seed", "5"]
+    hyphen = [
+        "--track-type", "linear", "--noise-hits", "2", "--first-event-id", "4",
+        "--chunk-events", "7", "--no-progress",
+    ]  # fmt: skip
+    underscore = ["--" + f[2:].replace("-", "_") if f.startswith("--") else f for f in hyphen]
+    assert underscore[0] == "--track_type"
+    main([*common, *hyphen, "--out", str(tmp_path / "a.csv")])
+    main([*common, *underscore, "--out", str(tmp_path / "b.csv")])
+    written = (tmp_path / "a.csv").read_bytes()
+    assert written == (tmp_path / "b.csv").read_bytes()
+    assert pd.read_csv(tmp_path / "a.csv", sep=";")["event_id"].min() == 4
+
+
+def test_cli_user_error_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["--events", "-3", "--out", "unused.csv", "--no_progress"])
+    assert exit_info.value.code == USER_ERROR_EXIT
+    err = capsys.readouterr().err
+    assert err == "error: n_events must be >= 0, got -3\n"
+    with pytest.raises(UserError, match="n_events must be >= 0"):
+        SimulationConfig(n_events=-3)

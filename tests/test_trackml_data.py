@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data_processing.errors import USER_ERROR_EXIT, run_cli
 from data_processing.hit_table import (
     HIT_TABLE_COLUMNS,
     HIT_TABLE_DTYPES,
@@ -27,6 +28,7 @@ from data_processing.hit_table import (
 from data_processing.redvid import parse_track_range
 from data_processing.trackml_data import (
     SubEventConfig,
+    _build_parser,
     _parse_range,
     build_sub_events,
     convert_events,
@@ -487,3 +489,29 @@ def test_full_event_from_env() -> None:
     np.testing.assert_array_equal(
         kept.to_numpy(), truth_counts.loc[kept.index.get_level_values("particle_id")].to_numpy()
     )
+
+
+def test_cli_underscore_flags_and_hyphenated_aliases_mean_the_same() -> None:
+    parser = _build_parser()
+    hyphen = ["in", "--out", "x.parquet", "--sub-events", "3", "--keep-noise", "--pixel-only"]
+    underscore = ["in", "--out", "x.parquet", "--sub_events", "3", "--keep_noise", "--pixel_only"]
+    parsed = parser.parse_args([*hyphen, "--min-hits", "2"])
+    assert parsed == parser.parse_args([*underscore, "--min_hits", "2"])
+    assert (parsed.sub_events, parsed.keep_noise, parsed.pixel_only, parsed.min_hits) == (
+        3, True, True, 2,
+    )  # fmt: skip
+
+
+def test_cli_user_errors_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "event000000042"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [str(missing), "--out", str(tmp_path / "o.parquet")])
+    assert exit_info.value.code == USER_ERROR_EXIT
+    # The last stderr line (the progress bar writes there too) is the error, naming the file.
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"error: TrackML event {missing}: hits file missing")
+    with pytest.raises(SystemExit):
+        run_cli(main, [str(tmp_path), "--out", str(tmp_path / "o.txt")])
+    assert "unsupported hit table format" in capsys.readouterr().err
