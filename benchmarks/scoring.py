@@ -1,31 +1,42 @@
-"""Benchmark: vectorised TrackML scoring against a per-track Python loop.
+"""Benchmark: TrackML scoring, ours against trackml-library's and a per-track loop.
 
-Builds a seeded synthetic 100k-hit event (about 9,000 particles of about 10 hits plus 10 %
-noise, with a realistically imperfect track assignment), checks that
-:func:`evaluation.scoring.score_event` and the loop below agree, times both (median of
-several runs) and writes ``benchmarks/results_scoring.md``.
+For seeded synthetic events of 10,000 and 100,000 hits (``make_event``: about 10 hits per
+particle, 10 % noise, a realistically imperfect assignment), once with compact integer
+ids and once with TrackML-like 60-bit particle ids and track labels, it checks that
+:func:`evaluation.scoring.score_event`, the general multi-event path
+(:func:`evaluation.scoring.score_per_event`), trackml-library's ``score_event`` and the
+loop below agree, times each (interleaved, median of several runs; input checks
+included in ours) and writes ``benchmarks/results_scoring.md``.
+
+trackml-library is not on PyPI (the PyPI package named ``trackml`` is an unrelated
+template) and no copy of it is shipped here: it is timed where it is importable, from an
+installed package or from a checkout given with ``--trackml-library`` (LAL/trackml-library
+on GitHub); otherwise its column says it was unavailable.
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.scoring
+    .venv/bin/python -m benchmarks.scoring --trackml-library /path/to/trackml-library
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from evaluation.scoring import score_event
+from evaluation.scoring import score_event, score_per_event
 
 RESULTS = Path(__file__).with_name("results_scoring.md")
 
@@ -107,59 +118,138 @@ def score_event_loop(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
     return good_weight / sum(weight_of.values())
 
 
-def median_ms(function: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls, in milliseconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def with_sparse_ids(
+    truth: pd.DataFrame, submission: pd.DataFrame, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same event with every particle id and track label replaced by a distinct
+    random 60-bit integer (noise keeps 0), as TrackML's particle ids are: no id can
+    serve as its own array index, so ours takes its hashed path."""
+    rng = np.random.default_rng(seed)
+    particles, particle_codes = np.unique(truth["particle_id"], return_inverse=True)
+    tracks, track_codes = np.unique(submission["track_id"], return_inverse=True)
+    ids = rng.choice(2**60, len(particles) + len(tracks), replace=False) + 1
+    particle_ids = np.where(particles > 0, ids[: len(particles)], 0)[particle_codes]
+    track_ids = ids[len(particles) :][track_codes]
+    return truth.assign(particle_id=particle_ids), submission.assign(track_id=track_ids)
+
+
+def load_trackml_score(path: Path | None) -> tuple[Callable | None, str]:
+    """trackml-library's ``score_event`` and where it came from, or (None, why not)."""
+    if path is not None:
+        if not (path / "trackml" / "score.py").is_file():
+            return None, f"not found: {path} has no trackml/score.py"
+        sys.path.insert(0, str(path))
+    try:
+        module = importlib.import_module("trackml.score")
+    except ImportError:
+        return None, "unavailable (not installed; pass --trackml-library CHECKOUT)"
+    function = getattr(module, "score_event", None)
+    if function is None:
+        return None, f"unavailable ({module.__file__} has no score_event)"
+    return function, f"trackml-library from {Path(module.__file__).parent.parent}"
+
+
+def interleaved_median_ms(functions: dict[str, Callable[[], object]], repeats: dict[str, int]):
+    """Median wall time in ms of each function, the calls interleaved round by round so
+    that a varying load on a shared machine hits every scorer alike."""
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for round_ in range(max(repeats.values())):
+        for name, function in functions.items():
+            if round_ < repeats[name]:
+                start = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
+
+
+def time_case(
+    truth: pd.DataFrame,
+    submission: pd.DataFrame,
+    ids: str,
+    library: Callable | None,
+    args: argparse.Namespace,
+) -> str:
+    """Check that every scorer agrees on one event, time them; one markdown table row."""
+    with_event = truth.assign(event_id=0), submission.assign(event_id=0)
+    scorers: dict[str, Callable[[], object]] = {
+        "ours": partial(score_event, truth, submission),
+        "general": partial(score_per_event, *with_event),
+        "loop": partial(score_event_loop, truth, submission),
+    }
+    if library is not None:
+        scorers["library"] = partial(library, truth, submission)
+    values = {name: float(np.asarray(f()).ravel()[0]) for name, f in scorers.items()}
+    for name, value in values.items():
+        assert math.isclose(value, values["ours"], rel_tol=1e-9), (name, values)
+    repeats = {name: args.repeats for name in ("ours", "general")}
+    repeats.update({name: args.slow_repeats for name in ("loop", "library")})
+    ms = interleaved_median_ms(scorers, repeats)
+    library_ms = f"{ms['library']:.1f}" if "library" in ms else "n/a"
+    library_ratio = f"{ms['library'] / ms['ours']:.1f}x" if "library" in ms else "n/a"
+    return (
+        f"| {len(truth):,} | {ids} | {submission['track_id'].nunique():,} | "
+        f"{values['ours']:.4f} | {ms['ours']:.2f} | {ms['general']:.2f} | "
+        f"{library_ms} | {ms['loop']:.1f} | {library_ratio} | "
+        f"{ms['loop'] / ms['ours']:.1f}x |"
+    )
 
 
 def main() -> None:
-    """Check agreement, time both scorers and write the markdown results table."""
+    """Check agreement, time every scorer and write the markdown results table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-hits", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--loop-repeats", type=int, default=3)
+    parser.add_argument("--n-hits", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeats", type=int, default=21, help="runs of ours")
+    parser.add_argument("--slow-repeats", type=int, default=5, help="library and loop runs")
+    parser.add_argument("--trackml-library", type=Path, help="checkout of trackml-library")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    print(f"config: {vars(args)}")
+    library, library_source = load_trackml_score(args.trackml_library)
 
-    truth, submission = make_event(args.n_hits)
-    fast = score_event(truth, submission)
-    slow = score_event_loop(truth, submission)
-    assert math.isclose(fast, slow, rel_tol=1e-9), (fast, slow)
-
-    vectorised_ms = median_ms(lambda: score_event(truth, submission), args.repeats)
-    loop_ms = median_ms(lambda: score_event_loop(truth, submission), args.loop_repeats)
+    header = (
+        "| hits | ids | tracks | score | ours ms | general path ms | trackml-library ms | "
+        "loop ms | library / ours | loop / ours |"
+    )
+    rows = [header, "|" + "---|" * header.count(" | ") + "---|"]
+    load_before = os.getloadavg()
+    for n_hits in args.n_hits:
+        for ids in ("compact", "60-bit"):
+            truth, submission = make_event(n_hits)
+            if ids != "compact":
+                truth, submission = with_sparse_ids(truth, submission)
+            rows.append(time_case(truth, submission, ids, library, args))
+            print(rows[-1], flush=True)
+    load_after = os.getloadavg()
     machine = platform.processor() or platform.machine()
-    rows = [
-        "| machine | n_hits | n_tracks | score | vectorised ms | loop ms | loop / vectorised |",
-        "|---|---|---|---|---|---|---|",
-        f"| {machine}, {os.cpu_count()} CPUs | {len(truth):,} | "
-        f"{submission['track_id'].nunique():,} | {fast:.4f} | {vectorised_ms:.1f} | "
-        f"{loop_ms:.1f} | {loop_ms / vectorised_ms:.1f}x |",
-    ]
+    command = (
+        "python -m benchmarks.scoring"
+        + (" --trackml-library CHECKOUT" if args.trackml_library else "")
+        + f" --n-hits {' '.join(map(str, args.n_hits))} --repeats {args.repeats}"
+        + f" --slow-repeats {args.slow_repeats}"
+    )
     text = "\n".join(
         [
             "# TrackML scoring benchmark",
             "",
-            "`evaluation.scoring.score_event` (pandas/numpy, input checks included) against "
-            "a per-track Python loop (`score_event_loop` in `benchmarks/scoring.py`), on "
-            f"the seeded synthetic event of `make_event` ({len(truth):,} hits, "
-            f"{truth.loc[truth.particle_id > 0, 'particle_id'].nunique():,} particles, "
-            f"{(truth.particle_id == 0).mean():.0%} noise, imperfect assignment). Both give "
-            "the same score "
-            f"(asserted). Median of {args.repeats} (vectorised) and {args.loop_repeats} "
-            "(loop) runs.",
+            "Milliseconds per event. **ours**: `evaluation.scoring.score_event` (input "
+            "checks included); **general path**: `score_per_event` on the same event "
+            "(the multi-event pandas path, also what reports bad input); "
+            f"**trackml-library**: its own `score_event` ({library_source}; not shipped "
+            "here); **loop**: `score_event_loop` in `benchmarks/scoring.py`, one Python "
+            "loop per track. Seeded synthetic events of `make_event` (about 10 hits per "
+            "particle, 10 % noise, imperfect assignment), with compact integer ids or "
+            "with random 60-bit particle ids and track labels (TrackML's particle ids are "
+            "64-bit: ours then hashes them). All scorers give the same score (asserted). "
+            f"Medians of {args.repeats} (ours, general path) and {args.slow_repeats} "
+            "(library, loop) runs, interleaved round by round.",
             "",
             *rows,
             "",
+            f"Machine: {machine}, {os.cpu_count()} CPUs, SHARED with other work while "
+            f"measured (load average {load_before[0]:.1f} before, {load_after[0]:.1f} "
+            "after): absolute times are noisy, the ratios (measured side by side) less so. "
             f"Python {platform.python_version()}, pandas {pd.__version__}, "
-            f"numpy {np.__version__}. Command: `python -m benchmarks.scoring "
-            f"--n-hits {args.n_hits} --repeats {args.repeats} "
-            f"--loop-repeats {args.loop_repeats}`.",
+            f"numpy {np.__version__}. Command: `{command}`.",
             "",
         ]
     )
