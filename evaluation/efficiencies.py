@@ -299,8 +299,24 @@ def _match(
         )
     table["selected"] = selected & in_range
 
-    # Cluster side: the majority pair of each cluster carries the cluster's match flags
-    # (every criterion needs > 50 % purity, which only the majority particle can have).
+    return table, _track_table(pairs, table, settings, in_range, kinematic_cut)
+
+
+def _track_table(
+    pairs: pd.DataFrame,
+    table: pd.DataFrame,
+    settings: MatchSettings,
+    in_range: np.ndarray,
+    kinematic_cut: bool,
+) -> pd.DataFrame:
+    """One row per submitted track (unassigned labels left out), see :func:`_match`.
+
+    ``pairs``: the flagged pairs of :func:`_match`; ``table``: its particle table with
+    ``selected``; ``in_range``: [particles] bool, inside the pT/eta cut.
+    """
+    keys = [EVENT, "particle_id"]
+    # The majority pair of each track carries the track's match flags (every criterion
+    # needs > 50 % purity, which only the majority particle can have).
     clusters = pairs.sort_values(
         [EVENT, "track_id", "n_hits", "particle_id"], ascending=[True, True, False, True]
     ).drop_duplicates([EVENT, "track_id"])
@@ -310,9 +326,10 @@ def _match(
     clusters = clusters[[EVENT, "track_id", "particle_id", "track_nhits", *flags]]
     clusters = clusters.reset_index(drop=True)
     # The published code divides LHC by every submitted track, valid (>= 3 hits) or not.
+    published = settings.definition == "trackformers"
     selected = np.ones(len(clusters), dtype=bool) if published else clusters["valid"].to_numpy()
     majority = pd.MultiIndex.from_frame(clusters[keys])
-    if gnn:
+    if settings.definition == "gnn_tracking":
         # gnn_tracking counts only clusters whose majority particle is in the particle
         # denominator: a cluster of a low-pT particle is neither a match nor a fake.
         chosen = pd.MultiIndex.from_frame(table.loc[table["selected"], keys])
@@ -323,7 +340,7 @@ def _match(
         outside = pd.MultiIndex.from_frame(table.loc[~in_range, keys])
         selected = selected & ~majority.isin(outside)
     clusters["selected"] = selected
-    return table, clusters.drop(columns="valid")
+    return clusters.drop(columns="valid")
 
 
 def _ratio(numerator: int, denominator: int) -> float:
