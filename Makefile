@@ -7,9 +7,14 @@ ARGS ?=
 
 .PHONY: setup train test lint format clean-data evaluate-models
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The project itself is installed editable (no dependencies: the pinned requirements are
+# installed first), so every script imports the repository's modules from any working
+# directory without a sys.path edit; "compat" mode puts the repository root on the path,
+# so a new top-level module needs no reinstall.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
 setup: $(VENV)/.installed

@@ -4,10 +4,12 @@
 a small REDVID-style data set of 3-track linear events under ./data, trains, evaluates
 on the held-out test split and prints the TrackML score.
 
-This file holds the one training loop of the project; ``training_flash.py`` (FlashAttention
-on packed hits, bf16) and the refiner reuse it. The loop is built for speed on a GPU:
-the data set lives on the device, an epoch's batches are uploaded in one copy, nothing
-inside a step waits for the device (the loss is accumulated on the device and read once
+This file holds the settings, the command line and the one training loop of the project
+(``train``); ``training_flash.py`` (FlashAttention on packed hits, bf16) and the refiner
+reuse it. What one epoch of steps does (the loss, the optimizer step, the learning-rate
+schedule, autocast, compilation, the process group) is ``training_steps.py``. The loop
+is built for speed on a GPU: the data set lives on the device, an epoch's batches are
+uploaded in one copy, nothing inside a step waits for the device (the loss is read once
 per epoch), optional bf16/fp16 autocast, fused Adam on CUDA and optional torch.compile.
 
 Multi-GPU: launched by ``torchrun`` (WORLD_SIZE > 1 in the environment) the same loop
@@ -22,299 +24,55 @@ budget ``--hits_per_batch`` and/or several GPUs), the rate is scaled by sqrt(k)
 (``none``), optionally reached by a linear warm-up over ``--warmup_epochs`` and
 followed by a cosine decay to zero at the last epoch (``--lr_schedule cosine``).
 ``--max_minutes`` ends a run after the epoch that crosses a training-time budget.
+
+CPU threads: ``--threads 0`` (default) trains with one torch thread on a CPU unless
+``OMP_NUM_THREADS`` says otherwise: torch's default of one spinning thread per core
+slows an epoch 30-fold when another process competes for the cores
+(``benchmarks/results_threads_cpu.md``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from checkpoint import load_checkpoint, save_checkpoint
-from custom_encoder import (
-    ATTENTION_BACKENDS,
-    FEEDFORWARDS,
-    FLASH_KERNELS,
-    NORM_PLACEMENTS,
-    EncoderOptions,
+from data_processing.batching import BatchPlan, DeviceEvents, batch_event_indices
+from data_processing.data_files import DataSource, default_data_path, ensure_data
+from data_processing.dataset import EventSet, Normaliser, load_events, split_events
+from data_processing.errors import UserError, run_cli
+from evaluation.options import (
+    apply_threads,
+    check_writable_file,
+    thread_note,
 )
-from data_processing.dataset import (
-    DATA_TYPES,
-    Batch,
-    BatchPlan,
-    DeviceEvents,
-    EventSet,
-    Normaliser,
-    batch_event_indices,
-    load_events,
-    split_events,
-)
-from data_processing.redvid import SimulationConfig, cached_dataset_path, ensure_dataset
-from evaluation.clustering import ClusteringConfig, published_setting
 from model import ModelConfig, TransformerRegressor
+from training_config import TrainConfig, config_from_args, validate_config
+from training_steps import (
+    DistributedContext,
+    Optimisation,
+    effective_precision,
+    init_distributed,
+    learning_rate_schedule,
+    maybe_compile,
+    resolve_device,
+    run_epoch,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
-# Autocast dtype of each --precision (None: plain fp32).
-PRECISIONS: dict[str, torch.dtype | None] = {
-    "fp32": None,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}
-LR_SCALINGS = ("sqrt", "linear", "none")
-LR_SCHEDULES = ("constant", "cosine")
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (printed at start, stored in the checkpoint).
-
-    Argument names follow the reference implementation's CLI where it had one.
-    """
-
-    data_path: str | None = None  # None: generate the default REDVID-style set
-    data_type: str = "linear"
-    tracks: str = "3"  # tracks per event of the data set ("3", "10-50", ...)
-    n_events: int = 4000  # events generated when data_path is None
-    max_nr_hits: int = 1000
-    model_name: str = "runs/transformer_regressor.pt"
-    nr_epochs: int = 40
-    batch_size: int = 64
-    lr: float = 1e-3
-    early_stop: int = 5  # epochs without validation improvement before stopping
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    nr_enc_layers: int = 6
-    embedding_size: int = 32
-    hidden_dim: int = 128
-    nr_heads: int = 4
-    dropout: float = 0.1
-    norm_first: bool = False  # same as --norm pre (kept for older scripts)
-    attention: str = "sdpa"  # math | sdpa (padded batches) | flash (packed hits)
-    flash_kernel: str = "auto"  # flash's varlen kernel: auto | flash_attn | torch | cudnn
-    # Encoder variants (custom_encoder.EncoderOptions); the defaults are the published model.
-    norm: str = "post"  # post | pre | hybrid (QK-norm + post-norm feed-forward)
-    layer_scale_init: float = 0.0  # LayerScale init value; 0: off
-    value_residual: bool = False  # mix every layer's attention values with the first's
-    qk_norm: bool = False  # LayerNorm on queries and keys
-    feedforward: str = "relu"  # relu | gelu | swiglu
-    n_registers: int = 0  # learned register tokens per event
-    attention_window: int = 0  # local attention: neighbours per side in phi order; 0: full
-    hits_per_batch: int = 0  # hit budget per step; 0: batch_size events per step
-    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast (CUDA; fp32 on a CPU)
-    compile: bool = False  # torch.compile the model (falls back to eager if it fails)
-    lr_scaling: str = "sqrt"  # lr rule when a step holds more than batch_size events
-    warmup_epochs: float = 0.0  # linear learning-rate warm-up
-    lr_schedule: str = "constant"  # constant | cosine (decay to 0 at the last epoch)
-    max_minutes: float = 0.0  # stop after the epoch that crosses this training time; 0: off
-    min_cluster_size: int | None = None  # None: published setting for the data set
-    min_samples: int | None = None
-    cluster_jobs: int = -1
-    evaluate: bool = True
-
-    def model_config(
-        self,
-        in_dim: int,
-        out_dim: int,
-        xy_mean_std: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0),
-    ) -> ModelConfig:
-        """The model this run trains; ``xy_mean_std`` from the input normaliser (for phi)."""
-        return ModelConfig(
-            in_dim=in_dim,
-            out_dim=out_dim,
-            d_model=self.embedding_size,
-            n_layers=self.nr_enc_layers,
-            n_heads=self.nr_heads,
-            dim_feedforward=self.hidden_dim,
-            dropout=self.dropout,
-            norm_first=self.norm_first,
-            attention=self.attention,
-            flash_kernel=self.flash_kernel,
-            # The encoder options carry the same names here and in ModelConfig.
-            **{f.name: getattr(self, f.name) for f in fields(EncoderOptions)},
-            xy_mean_std=xy_mean_std,
-        )
-
-    def clustering_config(self) -> ClusteringConfig:
-        published = published_setting(self.data_type, self.tracks) or (5, 2)
-        return ClusteringConfig(
-            min_cluster_size=self.min_cluster_size or published[0],
-            min_samples=self.min_samples or published[1],
-            n_jobs=self.cluster_jobs,
-        )
-
-
-@dataclass
-class DistributedContext:
-    """Where this process sits in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False  # this process called init_process_group (and must destroy it)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_name: str) -> DistributedContext:
-    """Join the process group when launched by torchrun (env WORLD_SIZE > 1).
-
-    NCCL when the ranks train on CUDA, gloo on CPUs. A group that is already
-    initialised (by a caller) is used as it is.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistributedContext()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        on_cuda = resolve_device(device_name, local_rank).type == "cuda"
-        if on_cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if on_cuda else "gloo")
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, owns_group)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA if present, else CPU; a bare ``cuda`` means this rank's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-def simulation_config(config: TrainConfig) -> SimulationConfig:
-    """The REDVID-style simulation of the default data set of ``config``."""
-    return SimulationConfig(
-        n_events=config.n_events,
-        tracks=config.tracks,
-        track_type=config.data_type,
-        seed=config.seed,
-    )
-
-
-def data_folder() -> Path:
-    """The repository's git-ignored ``data/`` folder, where simulated sets are cached."""
-    return REPO_ROOT / "data"
-
-
-def default_data_path(config: TrainConfig) -> Path:
-    """Where the generated default data set is cached (``data_folder``)."""
-    return cached_dataset_path(simulation_config(config), data_folder())
-
-
-def ensure_data(config: TrainConfig) -> Path:
-    """The data file to train on; generates the default simulated set once if needed."""
-    if config.data_path is not None:
-        return Path(config.data_path)
-    if config.data_type == "trackml":
-        raise ValueError("--data_type trackml needs --data_path (see data_processing.trackml_data)")
-    return ensure_dataset(simulation_config(config), data_folder())
-
-
-def masked_squared_error(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Sum of squared errors over hits where ``mask`` is True, and the number of terms.
-
-    pred, target: [..., K]; mask: [...] bool. Returned as 0-d fp32 tensors (no host
-    sync); the error is computed in fp32 whatever the autocast dtype of ``pred``.
-    """
-    weights = mask.to(torch.float32)[..., None]
-    return ((pred.float() - target) ** 2 * weights).sum(), weights.sum() * pred.shape[-1]
-
-
-@dataclass
-class Optimisation:
-    """What a training step needs besides the model and the batch.
-
-    ``lr_at(step)`` is the learning rate of global optimizer step ``step`` (counted
-    from the start of the run, across resumes); ``scaler`` is set for fp16 only.
-    """
-
-    optimizer: torch.optim.Optimizer
-    lr_at: Callable[[int], float]
-    step: int = 0
-    scaler: torch.amp.GradScaler | None = None
-
-
-def run_epoch(
-    model: nn.Module,
-    data: DeviceEvents,
-    plan: BatchPlan,
-    packed: bool,
-    optimisation: Optimisation | None = None,
-    precision: str = "fp32",
-    description: str = "",
-) -> float:
-    """One pass over the batches of ``plan`` (training when ``optimisation`` is given).
-
-    Args:
-        model: the regressor, possibly wrapped by DDP and/or torch.compile.
-        data: the events the plan indexes, on the model's device.
-        plan: this process's batches (its shard, under DDP).
-        packed: packed batches (flash) or padded ones.
-        optimisation: optimizer, learning-rate schedule and step counter; None to
-            evaluate without gradients.
-        precision: key of ``PRECISIONS``: the autocast dtype of the forward pass.
-
-    Returns:
-        The mean squared error per target value over all real, non-noise hits (summed
-        over every rank under DDP). The loss is accumulated on the device; the one host
-        sync is at the end. fp16 is the exception: its GradScaler reads the inf check.
-    """
-    training = optimisation is not None
-    model.train(training)
-    device = data.inputs.device
-    amp_dtype = PRECISIONS[precision]
-    totals = torch.zeros(2, device=device)  # [sum of squared errors, number of terms]
-    with torch.set_grad_enabled(training):
-        for i in tqdm(range(len(plan)), desc=description, leave=False, disable=None):
-            batch = plan.batch(data, i, packed)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                pred = model(batch.x, batch.layout)
-            sq_error, n_terms = masked_squared_error(pred, batch.y, batch.loss_mask)
-            if training:
-                _optimizer_step(optimisation, sq_error / n_terms.clamp(min=1))
-            totals += torch.stack([sq_error.detach(), n_terms])
-    if dist.is_initialized():
-        dist.all_reduce(totals)
-    return float(totals[0] / totals[1].clamp(min=1))
-
-
-def _optimizer_step(optimisation: Optimisation, loss: Tensor) -> None:
-    """Backward and one optimizer step at the scheduled learning rate."""
-    optimizer = optimisation.optimizer
-    lr = optimisation.lr_at(optimisation.step)
-    for group in optimizer.param_groups:
-        group["lr"] = lr  # a host float: setting it costs no device sync
-    optimizer.zero_grad(set_to_none=True)
-    if optimisation.scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        optimisation.scaler.scale(loss).backward()
-        optimisation.scaler.step(optimizer)
-        optimisation.scaler.update()
-    optimisation.step += 1
 
 
 def events_per_step(config: TrainConfig, mean_event_size: float, world_size: int) -> float:
@@ -334,26 +92,6 @@ def scaled_lr(config: TrainConfig, n_events_per_step: float) -> float:
     """
     k = n_events_per_step / config.batch_size
     return config.lr * {"sqrt": math.sqrt(k), "linear": k, "none": 1.0}[config.lr_scaling]
-
-
-def learning_rate_schedule(
-    peak_lr: float, warmup_steps: int, total_steps: int = 0, shape: str = "constant"
-) -> Callable[[int], float]:
-    """Learning rate of optimizer step ``step``: a linear warm-up to ``peak_lr`` over
-    ``warmup_steps`` steps, then constant or (``shape="cosine"``) a half cosine from
-    ``peak_lr`` down to 0 at step ``total_steps``."""
-    if shape not in LR_SCHEDULES:
-        raise ValueError(f"unknown lr schedule {shape!r}; use one of {LR_SCHEDULES}")
-
-    def lr_at(step: int) -> float:
-        if step < warmup_steps:
-            return peak_lr * (step + 1) / warmup_steps
-        if shape == "constant" or total_steps <= warmup_steps:
-            return peak_lr
-        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
-        return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return lr_at
 
 
 def epoch_batches(
@@ -376,47 +114,11 @@ def epoch_batches(
     return [batches[i % len(batches)] for i in range(ctx.rank, n_total, ctx.world_size)]
 
 
-def effective_precision(precision: str, device: torch.device) -> str:
-    """Autocast is used on CUDA only; elsewhere fp32, with a one-line notice."""
-    if precision != "fp32" and device.type != "cuda":
-        log.warning(
-            "precision %s: mixed precision needs CUDA; training in fp32 on %s", precision, device
-        )
-        return "fp32"
-    return precision
-
-
-def maybe_compile(model: nn.Module, enabled: bool, sample: Batch, precision: str) -> nn.Module:
-    """``torch.compile(model)`` if ``enabled`` and it works here, else ``model`` (eager).
-
-    Compilation happens lazily, so the compiled model is run forward and backward once
-    on ``sample`` to surface any failure now; the gradients are discarded.
-    """
-    if not enabled:
-        return model
-    amp_dtype = PRECISIONS[precision]
-    try:
-        compiled = torch.compile(model, dynamic=True)
-        with torch.autocast(sample.x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            pred = compiled(sample.x, sample.layout)
-        pred.float().sum().backward()
-    except Exception as err:  # any compiler failure (no C++ compiler, unsupported op, ...)
-        log.warning(
-            "torch.compile failed (%s: %s); running eager",
-            type(err).__name__,
-            str(err).splitlines()[0] if str(err) else "",
-        )
-        return model
-    finally:
-        model.zero_grad(set_to_none=True)
-    return compiled
-
-
 def xy_mean_std(events: EventSet, normaliser: Normaliser) -> tuple[float, float, float, float]:
     """The input normaliser's (mean x, std x, mean y, std y), from which the model
     recovers each hit's phi (for local attention); inputs 0 and 1 must be x and y."""
     if tuple(events.input_names[:2]) != ("x", "y"):
-        raise ValueError(f"inputs 0 and 1 must be x and y, not {events.input_names[:2]}")
+        raise UserError(f"inputs 0 and 1 must be x and y, not {events.input_names[:2]}")
     mean, std = normaliser.input_mean, normaliser.input_std
     return float(mean[0]), float(std[0]), float(mean[1]), float(std[1])
 
@@ -433,18 +135,9 @@ class TrainResult:
 
 def prepare_data(config: TrainConfig) -> tuple[Path, EventSet, tuple[np.ndarray, ...]]:
     """Load the data file and split it 70/15/15 with the run's seed."""
-    path = ensure_data(config)
+    path = ensure_data(DataSource.of(config))
     events = load_events(path, config.data_type, config.max_nr_hits)
     return path, events, split_events(events.n_events, SPLIT_FRACTIONS, config.seed)
-
-
-def validate_config(config: TrainConfig) -> None:
-    """Reject settings the CLI's ``choices`` would reject, for programmatic callers."""
-    for name, allowed in CHOICES.items():
-        if getattr(config, name) not in allowed:
-            raise ValueError(f"unknown {name} {getattr(config, name)!r}; use one of {allowed}")
-    if config.hits_per_batch < 0 or config.batch_size < 1:
-        raise ValueError("batch_size must be >= 1 and hits_per_batch >= 0")
 
 
 # Model-config fields a resumed run may change: run-time choices and data statistics.
@@ -462,7 +155,7 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, path: Path) -> N
     is generated or read.
     """
     if state.get("inference_only"):
-        raise ValueError(
+        raise UserError(
             f"{path}: an inference-only (shipped) checkpoint holds no optimizer "
             "state and cannot be resumed; train to a new --model_name"
         )
@@ -471,7 +164,7 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, path: Path) -> N
     if config.data_path is None:
         # A generated set: its name holds every setting that made it, and the cache may
         # sit elsewhere on another machine.
-        same_file = default_data_path(config).name == stored_file.name
+        same_file = default_data_path(DataSource.of(config)).name == stored_file.name
     else:
         same_file = Path(config.data_path).resolve() == stored_file.resolve()
     differing = [] if same_file else [f"data file {stored_file.name!r} in the checkpoint"]
@@ -492,7 +185,7 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, path: Path) -> N
         and stored_model[name] != model_now[name]
     ]
     if differing:
-        raise ValueError(
+        raise UserError(
             f"{path}: cannot resume with other data or model settings ("
             + "; ".join(differing)
             + "); use the checkpoint's settings or train to a new --model_name"
@@ -525,9 +218,11 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None) -> TrainRe
     Under torchrun (WORLD_SIZE > 1) this runs data-parallel on every rank; the result
     (and the checkpoint, and the evaluation) come from rank 0. ``on_epoch`` (e.g. a
     time-to-accuracy probe) runs on rank 0 after every epoch; its own time is not
-    counted in the training seconds it is given.
+    counted in the training seconds it is given. An unwritable ``--model_name`` is
+    refused before any data is read.
     """
     validate_config(config)
+    check_writable_file(config.model_name, "--model_name")
     started = time.perf_counter()
     ctx = init_distributed(config.device)
     try:
@@ -545,18 +240,54 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None) -> TrainRe
     return TrainResult(checkpoint_path, train_losses, val_losses, seconds, metrics, model)
 
 
-def _train_loop(
-    config: TrainConfig, ctx: DistributedContext, on_epoch: EpochCallback | None = None
-) -> tuple[TransformerRegressor, list[float], list[float]]:
-    """The epochs of ``train``; returns the model and the losses per epoch.
+@dataclass
+class RunState:
+    """What the loop carries from epoch to epoch, and the checkpoint stores."""
 
-    The training clock (``--max_minutes``, the ``on_epoch`` seconds) starts once the data
-    is on the device: it counts compilation and epochs, not reading the data file.
-    """
-    probe_seconds = 0.0  # time spent in on_epoch, excluded from the training clock
-    device = resolve_device(config.device, ctx.local_rank)
-    say = print if ctx.is_main else (lambda *args, **kwargs: None)
-    checkpoint_path = Path(config.model_name)
+    model: TransformerRegressor
+    model_config: ModelConfig
+    normaliser: Normaliser
+    optimizer: torch.optim.Optimizer
+    best_state: dict[str, torch.Tensor]
+    train_losses: list[float]
+    val_losses: list[float]
+    start_epoch: int = 0
+    stale_epochs: int = 0
+    stopped: bool = False
+    step: int = 0
+
+    def checkpoint(
+        self,
+        epoch: int,
+        optimisation: Optimisation,
+        config: TrainConfig,
+        data_record: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The checkpoint dict after ``epoch`` (its keys are the on-disk format)."""
+        scaler = optimisation.scaler
+        return {
+            "epoch": epoch,
+            "step": optimisation.step,
+            "model_state_dict": self.model.state_dict(),
+            "best_model_state_dict": self.best_state,
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "train_losses": self.train_losses,
+            "val_losses": self.val_losses,
+            "stale_epochs": self.stale_epochs,
+            "stopped": self.stopped,
+            "grad_scaler": scaler.state_dict() if scaler is not None else None,
+            "model_config": self.model_config.to_dict(),
+            "normaliser": self.normaliser.to_dict(),
+            "train_config": asdict(config),
+            "clustering": asdict(config.clustering_config()),
+            "data": data_record,
+        }
+
+
+def _resume_state(
+    config: TrainConfig, checkpoint_path: Path, say: Callable[..., None]
+) -> dict[str, Any] | None:
+    """The checkpoint to continue (checked against ``config``), or None to start afresh."""
     state = load_checkpoint(checkpoint_path) if config.resume and checkpoint_path.exists() else None
     if config.resume and state is None:
         say(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch")
@@ -564,8 +295,17 @@ def _train_loop(
         say(f"{checkpoint_path} exists and will be overwritten (--resume continues it)")
     if state is not None:
         check_resumable(state, config, checkpoint_path)
-    path, events, (train_idx, val_idx, test_idx) = prepare_data(config)
+    return state
 
+
+def _new_run(
+    config: TrainConfig,
+    state: dict[str, Any] | None,
+    events: EventSet,
+    train_idx: np.ndarray,
+    device: torch.device,
+) -> RunState:
+    """The model, normaliser and optimizer of a new run, or of ``state`` restored."""
     if state is None:
         normaliser = Normaliser.fit(events.subset(train_idx))
         model_config = config.model_config(
@@ -586,37 +326,60 @@ def _train_loop(
     model = TransformerRegressor(model_config).to(device)
     fused = device.type == "cuda"  # one kernel for the whole Adam update
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
-    train_losses: list[float] = []
-    val_losses: list[float] = []
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start_epoch, stale_epochs, stopped, step = 0, 0, False, 0
+    run = RunState(model, model_config, normaliser, optimizer, best_state, [], [])
     if state is not None:
-        model.load_state_dict(state["model_state_dict"])
-        optimizer_state = state["optimizer_state_dict"]
-        # The checkpoint may come from another device. Set the flag before loading:
-        # load_state_dict puts Adam's step counters where the saved flag says (on the
-        # device for fused Adam, on the host otherwise).
-        for group in optimizer_state["param_groups"]:
-            group["fused"] = fused
-        optimizer.load_state_dict(optimizer_state)
-        best_state = state["best_model_state_dict"]
-        train_losses, val_losses = list(state["train_losses"]), list(state["val_losses"])
-        start_epoch, stale_epochs = state["epoch"] + 1, state.get("stale_epochs", 0)
-        # Early stopping is judged again with this run's --early_stop; a time-limit stop
-        # is not carried over (continuing after it is what --resume is for).
-        stopped, step = stale_epochs >= config.early_stop, state.get("step", 0)
-        say(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
-    say(
-        f"data: {path} ({events.n_events} events, {events.n_hits} hits; "
-        f"train/val/test {len(train_idx)}/{len(val_idx)}/{len(test_idx)}); "
-        f"model: {model.n_parameters()} parameters on {device}"
-        + (f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
-    )
+        _restore(run, state, fused, config.early_stop)
+    return run
 
-    train_set, val_set = events.subset(train_idx), events.subset(val_idx)
+
+def _restore(run: RunState, state: dict[str, Any], fused: bool, early_stop: int) -> None:
+    """Load weights, optimizer, losses and counters of a checkpoint into ``run``."""
+    run.model.load_state_dict(state["model_state_dict"])
+    optimizer_state = state["optimizer_state_dict"]
+    # The checkpoint may come from another device. Set the flag before loading:
+    # load_state_dict puts Adam's step counters where the saved flag says (on the
+    # device for fused Adam, on the host otherwise).
+    for group in optimizer_state["param_groups"]:
+        group["fused"] = fused
+    run.optimizer.load_state_dict(optimizer_state)
+    run.best_state = state["best_model_state_dict"]
+    run.train_losses, run.val_losses = list(state["train_losses"]), list(state["val_losses"])
+    run.start_epoch, run.stale_epochs = state["epoch"] + 1, state.get("stale_epochs", 0)
+    # Early stopping is judged again with this run's --early_stop; a time-limit stop
+    # is not carried over (continuing after it is what --resume is for).
+    run.stopped, run.step = run.stale_epochs >= early_stop, state.get("step", 0)
+
+
+@dataclass
+class EpochPlan:
+    """How the epochs run: device data, batching, the schedule and the model to step."""
+
+    train_data: DeviceEvents
+    val_data: DeviceEvents
+    train_sizes: np.ndarray
+    val_plan: BatchPlan
+    packed: bool
+    precision: str
+    step_model: nn.Module
+    optimisation: Optimisation
+
+
+def _plan_epochs(
+    config: TrainConfig,
+    ctx: DistributedContext,
+    run: RunState,
+    state: dict[str, Any] | None,
+    train_set: EventSet,
+    val_set: EventSet,
+    device: torch.device,
+    say: Callable[..., None],
+) -> EpochPlan:
+    """Data on the device, the validation batches, the learning-rate schedule, DDP and
+    compilation, and the fp16 GradScaler (restored on resume)."""
+    model, normaliser = run.model, run.normaliser
     train_data = DeviceEvents.from_events(train_set, normaliser, device)
     val_data = DeviceEvents.from_events(val_set, normaliser, device)
-    started = time.perf_counter()
     packed = model.packs_hits(device)
     precision = effective_precision(config.precision, device)
     val_batches = batch_event_indices(
@@ -651,7 +414,39 @@ def _train_loop(
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     if scaler is not None and state is not None and state.get("grad_scaler"):
         scaler.load_state_dict(state["grad_scaler"])
-    optimisation = Optimisation(optimizer, lr_at, step, scaler)
+    optimisation = Optimisation(run.optimizer, lr_at, run.step, scaler)
+    return EpochPlan(
+        train_data, val_data, train_set.sizes, val_plan, packed, precision, step_model, optimisation
+    )
+
+
+def _train_loop(
+    config: TrainConfig, ctx: DistributedContext, on_epoch: EpochCallback | None = None
+) -> tuple[TransformerRegressor, list[float], list[float]]:
+    """The epochs of ``train``; returns the model and the losses per epoch.
+
+    The training clock (``--max_minutes``, the ``on_epoch`` seconds) starts once the data
+    is on the device: it counts compilation and epochs, not reading the data file.
+    """
+    probe_seconds = 0.0  # time spent in on_epoch, excluded from the training clock
+    device = resolve_device(config.device, ctx.local_rank)
+    say = print if ctx.is_main else (lambda *args, **kwargs: None)
+    checkpoint_path = Path(config.model_name)
+    state = _resume_state(config, checkpoint_path, say)
+    path, events, (train_idx, val_idx, test_idx) = prepare_data(config)
+    run = _new_run(config, state, events, train_idx, device)
+    if state is not None:
+        say(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
+    say(
+        f"data: {path} ({events.n_events} events, {events.n_hits} hits; "
+        f"train/val/test {len(train_idx)}/{len(val_idx)}/{len(test_idx)}); "
+        f"model: {run.model.n_parameters()} parameters on {device}"
+        + (f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
+    )
+    started = time.perf_counter()
+    plan = _plan_epochs(
+        config, ctx, run, state, events.subset(train_idx), events.subset(val_idx), device, say
+    )
     data_record = {
         "path": str(path),
         "data_type": config.data_type,
@@ -660,67 +455,89 @@ def _train_loop(
         "split_fractions": list(SPLIT_FRACTIONS),
         "max_nr_hits": config.max_nr_hits,
     }
-    for epoch in range(start_epoch, config.nr_epochs):
-        if stopped:
+    for epoch in range(run.start_epoch, config.nr_epochs):
+        if run.stopped:
             break
-        # Seeding per epoch makes a resumed run draw the same batches as an unbroken one;
-        # the rank term gives each rank its own dropout masks.
-        torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * ctx.rank)
-        plan = BatchPlan.from_batches(
-            epoch_batches(config, train_set.sizes, epoch, ctx), train_set.sizes, device
+        out_of_time = _run_one_epoch(
+            config, ctx, run, plan, epoch, time.perf_counter() - started - probe_seconds, say
         )
-        tick = time.perf_counter()
-        train_losses.append(
-            run_epoch(
-                step_model, train_data, plan, packed, optimisation, precision, f"epoch {epoch}"
-            )
-        )
-        val_losses.append(run_epoch(step_model, val_data, val_plan, packed, None, precision))
-        if val_losses[-1] <= min(val_losses):
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stale_epochs = 0
-        else:
-            stale_epochs += 1
-        stopped = stale_epochs >= config.early_stop
-        out_of_time = out_of_training_time(config, time.perf_counter() - started - probe_seconds)
-        say(
-            f"epoch {epoch:3d}  train {train_losses[-1]:.5f}  val {val_losses[-1]:.5f}  "
-            f"({time.perf_counter() - tick:.1f} s){'  early stop' if stopped else ''}"
-            f"{'  time limit' if out_of_time else ''}",
-            flush=True,
-        )
-        stopped = stopped or out_of_time
+        run.stopped = run.stopped or out_of_time
         if ctx.is_main:
             save_checkpoint(
-                {
-                    "epoch": epoch,
-                    "step": optimisation.step,
-                    "model_state_dict": model.state_dict(),
-                    "best_model_state_dict": best_state,
-                    "optimizer_state_dict": optimizer.state_dict(),
-                    "train_losses": train_losses,
-                    "val_losses": val_losses,
-                    "stale_epochs": stale_epochs,
-                    "stopped": stopped,
-                    "grad_scaler": scaler.state_dict() if scaler is not None else None,
-                    "model_config": model_config.to_dict(),
-                    "normaliser": normaliser.to_dict(),
-                    "train_config": asdict(config),
-                    "clustering": asdict(config.clustering_config()),
-                    "data": data_record,
-                },
-                checkpoint_path,
+                run.checkpoint(epoch, plan.optimisation, config, data_record), checkpoint_path
             )
         if on_epoch is not None and ctx.is_main:
             tick = time.perf_counter()
-            on_epoch(epoch, model, tick - started - probe_seconds, val_losses[-1])
+            on_epoch(epoch, run.model, tick - started - probe_seconds, run.val_losses[-1])
             probe_seconds += time.perf_counter() - tick
-    return model, train_losses, val_losses
+    return run.model, run.train_losses, run.val_losses
+
+
+def _run_one_epoch(
+    config: TrainConfig,
+    ctx: DistributedContext,
+    run: RunState,
+    plan: EpochPlan,
+    epoch: int,
+    seconds_before: float,
+    say: Callable[..., None],
+) -> bool:
+    """Train and validate one epoch, update the best weights and early stopping; returns
+    whether ``--max_minutes`` is used up (``seconds_before``: training time before it)."""
+    # Seeding per epoch makes a resumed run draw the same batches as an unbroken one;
+    # the rank term gives each rank its own dropout masks.
+    torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * ctx.rank)
+    batches = BatchPlan.from_batches(
+        epoch_batches(config, plan.train_sizes, epoch, ctx),
+        plan.train_sizes,
+        plan.train_data.inputs.device,
+    )
+    tick = time.perf_counter()
+    progress = config.progress and ctx.is_main
+    train_loss = run_epoch(
+        plan.step_model,
+        plan.train_data,
+        batches,
+        plan.packed,
+        plan.optimisation,
+        plan.precision,
+        f"epoch {epoch}",
+        progress,
+    )
+    val_loss = run_epoch(
+        plan.step_model,
+        plan.val_data,
+        plan.val_plan,
+        plan.packed,
+        None,
+        plan.precision,
+        f"epoch {epoch} validation",
+        progress,
+    )
+    run.train_losses.append(train_loss)
+    run.val_losses.append(val_loss)
+    if val_loss <= min(run.val_losses):
+        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        run.stale_epochs = 0
+    else:
+        run.stale_epochs += 1
+    run.stopped = run.stale_epochs >= config.early_stop
+    epoch_seconds = time.perf_counter() - tick
+    out_of_time = out_of_training_time(config, seconds_before + epoch_seconds)
+    say(
+        f"epoch {epoch:3d}  train {train_loss:.5f}  val {val_loss:.5f}  "
+        f"({epoch_seconds:.1f} s){'  early stop' if run.stopped else ''}"
+        f"{'  time limit' if out_of_time else ''}",
+        flush=True,
+    )
+    return out_of_time
 
 
 def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict[str, Any]:
     """Score the best weights on the held-out test split and print the TrackML score."""
-    from evaluation.test import EvaluationConfig, evaluate_checkpoint, format_metrics
+    from evaluation.options import EvaluationConfig
+    from evaluation.pipeline import evaluate_checkpoint
+    from evaluation.test import format_metrics
 
     metrics = evaluate_checkpoint(
         EvaluationConfig(
@@ -728,57 +545,20 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict[str,
             split="test",
             cluster_jobs=config.cluster_jobs,
             device=str(resolve_device(config.device)),
+            threads=config.threads,
         )
     )
     print("test split:", format_metrics(metrics))
     return metrics
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data_type": DATA_TYPES,
-    "attention": ATTENTION_BACKENDS,
-    "flash_kernel": FLASH_KERNELS,
-    "norm": NORM_PLACEMENTS,
-    "feedforward": FEEDFORWARDS,
-    "precision": tuple(PRECISIONS),
-    "lr_scaling": LR_SCALINGS,
-    "lr_schedule": LR_SCHEDULES,
-}
-OPTIONAL_INTS = ("min_cluster_size", "min_samples")
-
-
-def build_arg_parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
-    """The training CLI: one option per TrainConfig field, with the same name."""
-    defaults = defaults or TrainConfig()
-    parser = argparse.ArgumentParser(
-        description="Train the TransformerRegressor and evaluate it on the test split "
-        f"(attention {defaults.attention}, precision {defaults.precision} unless set)."
-    )
-    for f in fields(TrainConfig):
-        value = getattr(defaults, f.name)
-        flag = f"--{f.name}"
-        if isinstance(value, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
-        elif f.name == "data_path":
-            parser.add_argument(flag, type=str, default=value)
-        elif f.name in OPTIONAL_INTS:
-            parser.add_argument(flag, type=int, default=value)
-        else:
-            parser.add_argument(flag, type=type(value), default=value, choices=CHOICES.get(f.name))
-    return parser
-
-
-def config_from_args(argv: list[str] | None, defaults: TrainConfig | None = None) -> TrainConfig:
-    args = build_arg_parser(defaults).parse_args(argv)
-    return TrainConfig(**vars(args))
-
-
 def main(argv: list[str] | None = None, defaults: TrainConfig | None = None) -> TrainResult:
     config = config_from_args(argv, defaults)
+    threads = apply_threads(config.threads)
     # Under torchrun every rank runs this; one of them speaks.
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
-        print("config:", json.dumps(asdict(config), sort_keys=True))
+        print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
     result = train(config)
     if is_main:
         print(f"finished in {result.seconds:.1f} s; checkpoint {result.checkpoint}")
@@ -786,4 +566,4 @@ def main(argv: list[str] | None = None, defaults: TrainConfig | None = None) -> 
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -9,9 +9,10 @@ training_flash.py ...``. See ``script_train.sh`` for examples.
 
 from __future__ import annotations
 
+from data_processing.errors import run_cli
 from training import TrainConfig, main
 
 FLASH_DEFAULTS = TrainConfig(attention="flash", precision="bf16")
 
 if __name__ == "__main__":
-    main(defaults=FLASH_DEFAULTS)
+    run_cli(lambda argv: main(argv, defaults=FLASH_DEFAULTS))

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import training
+from data_processing.errors import run_cli
 from data_processing.redvid import SimulationConfig, generate_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -232,4 +233,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

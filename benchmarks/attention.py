@@ -47,9 +47,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -62,9 +59,10 @@ from data_processing.batching import (
     batch_event_indices,
     padded_batch,
 )
+from data_processing.errors import run_cli
 from evaluation.inference import predict_track_params
 from model import ModelConfig, TransformerRegressor
-from training import Optimisation, masked_squared_error, maybe_compile, run_epoch
+from training_steps import Optimisation, masked_squared_error, maybe_compile, run_epoch
 
 HERE = Path(__file__).resolve().parent
 # Hit budget per step of the GPU big-step path: 1,024 events of the 10-50-track case.
@@ -609,4 +607,4 @@ def write_table(text: str, out: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -35,14 +35,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
@@ -62,8 +58,9 @@ from benchmarks.attention import (
     write_table,
 )
 from data_processing.batching import BatchPlan, batch_event_indices
+from data_processing.errors import run_cli
 from model import ModelConfig, TransformerRegressor
-from training import Optimisation, run_epoch
+from training_steps import Optimisation, run_epoch
 
 HERE = Path(__file__).resolve().parent
 # q, k, v [T, H, Dh] of n_events events of n_hits each -> [T, H, Dh]
@@ -410,4 +407,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from matplotlib.figure import Figure
 
 import training
 from data_processing.dataset import Normaliser
+from data_processing.errors import run_cli
 from evaluation.inference import reconstruct, score_reconstruction
 from model import TransformerRegressor
 
@@ -104,4 +101,4 @@ def _write(rows: list[dict[str, float]], out: Path, target: float, command: str)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -28,18 +27,16 @@ import numpy as np
 import pandas as pd
 import pyarrow
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# Run as a plain script (benchmarks/ is not a package): make the repo importable.
-sys.path.insert(0, str(REPO_ROOT))
-
-from data_processing.trackml_data import (  # noqa: E402
+from data_processing.errors import run_cli
+from data_processing.hit_table import write_hit_table
+from data_processing.trackml_data import (
     SubEventConfig,
     build_sub_events,
     convert_events,
-    read_event,
-    write_hit_table,
 )
+from data_processing.trackml_events import read_event
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT.parent / "shared" / "data" / "trackml_sample" / "event000000001"
 
 SCENARIOS: tuple[tuple[str, SubEventConfig], ...] = (
@@ -143,4 +140,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -42,9 +42,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+from data_processing.errors import UserError
+
+if TYPE_CHECKING:  # pandas is imported where it is used: --help stays fast
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +106,16 @@ class ClusteringConfig:
 
     def __post_init__(self) -> None:
         if self.implementation not in IMPLEMENTATIONS:
-            raise ValueError(
+            raise UserError(
                 f"unknown clustering implementation {self.implementation!r}; use {IMPLEMENTATIONS}"
             )
         if self.noise not in NOISE_POLICIES:
-            raise ValueError(f"unknown noise policy {self.noise!r}; use {NOISE_POLICIES}")
+            raise UserError(f"unknown noise policy {self.noise!r}; use {NOISE_POLICIES}")
         if self.min_cluster_size < 2 or self.min_samples < 1:
-            raise ValueError("need min_cluster_size >= 2 and min_samples >= 1")
+            raise UserError(
+                f"HDBSCAN needs min_cluster_size >= 2 and min_samples >= 1 (got "
+                f"{self.min_cluster_size} and {self.min_samples})"
+            )
 
 
 def published_setting(data_type: str, tracks: str) -> tuple[int, int] | None:
@@ -186,7 +194,7 @@ def count_non_finite(params: np.ndarray, event_id: np.ndarray, what: str = "hits
     bad = ~np.isfinite(params).all(axis=1)
     n_bad = int(bad.sum())
     if n_bad:
-        events = pd.unique(np.asarray(event_id)[bad])
+        events = np.unique(np.asarray(event_id)[bad])
         shown = ", ".join(str(e) for e in events[:5])
         log.warning(
             "%d of %d %s (in %d events, first event_id %s) have non-finite (NaN/inf) "
@@ -275,6 +283,22 @@ def cluster_events_timed(
     return labels, seconds
 
 
+def submission_frame(event_id: np.ndarray, hit_id: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """The TrackML submission of a labelling: columns event_id, hit_id, track_id.
+
+    The one place a submission frame is built (evaluation, grid search, timing).
+
+    Args:
+        event_id: [T] event id of every hit (``EventSet.hit_event_ids()``).
+        hit_id: [T] hit ids.
+        labels: [T] track labels, unique within an event; a negative label (HDBSCAN's -1
+            under the "unassigned" noise policy) is a hit in no track for every score.
+    """
+    import pandas as pd
+
+    return pd.DataFrame({"event_id": event_id, "hit_id": hit_id, "track_id": labels})
+
+
 def grid_search(
     params: np.ndarray,
     offsets: np.ndarray,
@@ -306,7 +330,10 @@ def grid_search(
         efficiencies). The best pair has the highest mean score; ties go to the first
         pair in grid order.
     """
-    from evaluation.scoring import efficiencies, score_per_event
+    import pandas as pd
+
+    from evaluation.efficiencies import efficiencies
+    from evaluation.scoring import score_per_event
 
     if len(truth) != len(params):
         raise ValueError(f"truth has {len(truth)} rows but params {len(params)}")
@@ -319,15 +346,11 @@ def grid_search(
     all_labels = _cluster_many(params, offsets, configs, base.n_jobs)
     rows = []
     for config, labels in zip(configs, all_labels, strict=True):
-        submission = pd.DataFrame(
-            {
-                "event_id": truth["event_id"].to_numpy(),
-                "hit_id": truth["hit_id"].to_numpy(),
-                "track_id": labels,
-            }
+        submission = submission_frame(
+            truth["event_id"].to_numpy(), truth["hit_id"].to_numpy(), labels
         )
         scores = score_per_event(truth, submission)
-        found = efficiencies(truth, submission, definition="trackformers")
+        found = efficiencies(truth, submission)
         rows.append(
             {
                 "min_cluster_size": config.min_cluster_size,

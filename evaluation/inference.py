@@ -15,18 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from data_processing.dataset import (
-    BatchPlan,
-    DeviceEvents,
-    EventSet,
-    Normaliser,
-    batch_event_indices,
+from data_processing.batching import BatchPlan, DeviceEvents, batch_event_indices
+from data_processing.dataset import EventSet, Normaliser
+from evaluation.clustering import (
+    ClusteringConfig,
+    cluster_events,
+    count_non_finite,
+    submission_frame,
 )
-from evaluation.clustering import ClusteringConfig, cluster_events, count_non_finite
-from evaluation.scoring import efficiencies, efficiency_vs, score_per_event
+from evaluation.efficiencies import MatchSettings, efficiencies, efficiency_vs
+from evaluation.scoring import score_per_event
 from model import TransformerRegressor
 
 
@@ -73,17 +73,6 @@ def predict_track_params(
         pred = model(batch.x, batch.layout)
         out[batch.rows.reshape(-1)] = pred.reshape(-1, pred.shape[-1]).to(out.dtype)
     return out[:-1]
-
-
-def submission_frame(events: EventSet, labels: np.ndarray) -> pd.DataFrame:
-    """TrackML-style submission for all events: event_id, hit_id, track_id.
-
-    ``labels`` [T] as from clustering; a negative label (HDBSCAN's -1 under the
-    "unassigned" noise policy) means the hit is in no track for every score.
-    """
-    return pd.DataFrame(
-        {"event_id": events.hit_event_ids(), "hit_id": events.hit_id, "track_id": labels}
-    )
 
 
 @dataclass
@@ -169,7 +158,7 @@ def score_reconstruction(
         ``efficiency_vs_eta`` (lists of per-bin records, see ``efficiency_vs``).
     """
     truth = events.truth_frame()
-    submission = submission_frame(events, labels)
+    submission = submission_frame(events.hit_event_ids(), events.hit_id, labels)
     per_event = score_per_event(truth, submission)
     result: dict[str, Any] = {
         "trackml_score": float(per_event.mean()),
@@ -185,7 +174,7 @@ def score_reconstruction(
     def efficiencies_for(name: str, threshold: float) -> dict[str, Any]:
         key = (name, float(threshold))
         if key not in computed:
-            computed[key] = efficiencies(truth, submission, definition=name, pt_min=threshold)
+            computed[key] = efficiencies(truth, submission, settings=MatchSettings(name, threshold))
         return computed[key]
 
     has_kinematics = {"pt", "eta"} <= set(truth.columns)
@@ -198,9 +187,8 @@ def score_reconstruction(
     result["efficiencies"] = named
     if has_kinematics:
         for variable in ("pt", "eta"):
-            table = efficiency_vs(
-                truth, submission, None, variable, definition=definition, pt_min=pt_min
-            )
+            settings = MatchSettings(definition, pt_min)
+            table = efficiency_vs(truth, submission, None, variable, settings=settings)
             result[f"efficiency_vs_{variable}"] = table.to_dict(orient="records")
     return result
 

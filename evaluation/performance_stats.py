@@ -29,46 +29,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import torch
 
-from data_processing.dataset import DeviceEvents, EventSet, Normaliser
-from evaluation.clustering import cluster_event, cluster_events_timed
+from data_processing.batching import DeviceEvents
+from data_processing.dataset import EventSet, Normaliser
+from data_processing.errors import run_cli
+from evaluation.clustering import cluster_event, cluster_events_timed, submission_frame
 from evaluation.inference import (
     predict_events,
     predict_track_params,
     reconstruct,
     regression_errors,
     score_reconstruction,
-    submission_frame,
 )
-from evaluation.scoring import score_event
-from evaluation.test import (
+from evaluation.options import (
     EvaluationConfig,
-    build_arg_parser,
-    config_from_args,
-    load_setup,
-    write_json,
+    apply_threads,
+    check_writable_dir,
+    check_writable_file,
+    option,
+    thread_note,
 )
+from evaluation.pipeline import load_tuned_setup, write_json
+from evaluation.scoring import score_event
+from evaluation.test import build_arg_parser, config_from_args
 from model import TransformerRegressor
 
 
 @dataclass
 class PerformanceConfig(EvaluationConfig):
-    """EvaluationConfig plus the timing settings."""
+    """EvaluationConfig plus the timing settings (``--threads`` also sets the CPU
+    threads of the timed model; ``--cpu_threads`` is its older name)."""
 
-    warmup: int = 5  # untimed forward passes per device before timing
-    timed_events: int | None = None  # per-event timings on the first N events (None: all)
-    cpu_threads: int | None = None  # torch CPU threads for the model (None: torch's default)
+    output_dir: str | None = option(
+        None,
+        "write performance.json and performance.md here (default: <checkpoint without "
+        "suffix>_performance/; no figures)",
+    )
+    warmup: int = option(5, "untimed forward passes per device before timing")
+    timed_events: int | None = option(None, "time the first N events only (default: all)")
 
 
 def summarise(seconds: np.ndarray) -> dict[str, float | int]:
@@ -154,7 +159,7 @@ def time_scoring_per_event(events: EventSet, labels: np.ndarray) -> np.ndarray:
     One untimed call on the first event comes first (pandas' first-use costs).
     """
     truth = events.truth_frame()
-    submission = submission_frame(events, labels)
+    submission = submission_frame(events.hit_event_ids(), events.hit_id, labels)
     first = slice(events.offsets[0], events.offsets[1])
     score_event(truth.iloc[first], submission.iloc[first])
     seconds = np.empty(events.n_events, dtype=np.float64)
@@ -172,9 +177,7 @@ def performance_stats(config: PerformanceConfig) -> dict[str, Any]:
 
     The clustering settings, grid search included, are ``load_setup``'s, as in test.py.
     """
-    if config.cpu_threads:
-        torch.set_num_threads(config.cpu_threads)
-    setup = load_setup(config)
+    setup = load_tuned_setup(config)
     events = setup.events
     # Untimed first pass on one event: imports (hdbscan), first model call and process
     # start-up are not part of the pipeline's throughput.
@@ -274,7 +277,10 @@ def markdown_table(stats: dict[str, Any]) -> str:
             f"{stats['hits_per_event']['std']:.1f} hits per event); timed: first {n}",
         ),
         ("MSE (normalised targets)", _fraction(stats["regression"]["mse_normalised"])),
-        (f"model per event, CPU ({env['cpu_threads']} threads, batch 1)", _ms(t["model_cpu"])),
+        (
+            f"model per event, CPU ({thread_note(env['cpu_threads'])}, batch 1)",
+            _ms(t["model_cpu"]),
+        ),
         (
             "model per event, CUDA (batch 1)",
             _ms(t["model_cuda"]) if "model_cuda" in t else "n/a (no CUDA device)",
@@ -351,34 +357,29 @@ def markdown_table(stats: dict[str, Any]) -> str:
 
 def build_performance_parser() -> argparse.ArgumentParser:
     """test.py's options (without --display_event) plus the timing options."""
-    parser = build_arg_parser(
-        event_display=False,
-        output_dir_help="write performance.json and performance.md here (default: "
-        "<checkpoint without suffix>_performance/; no figures)",
-    )
-    parser.description = __doc__.splitlines()[0]
-    parser.add_argument("--warmup", type=int, default=5, help="untimed passes per device")
-    parser.add_argument("--timed_events", type=int, help="time the first N events (default all)")
-    parser.add_argument("--cpu_threads", type=int, help="torch CPU threads (default: torch's)")
-    return parser
+    return build_arg_parser(PerformanceConfig, ("display_event",), __doc__.splitlines()[0])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = config_from_args(argv, build_performance_parser(), PerformanceConfig)
     if config.output_dir is None:
         config.output_dir = str(Path(config.model_name).with_suffix("")) + "_performance"
-    print("config:", json.dumps(asdict(config), sort_keys=True))
+    check_writable_dir(config.output_dir, "--output_dir")
+    if config.output:
+        check_writable_file(config.output, "--output")
+    threads = apply_threads(config.threads)
+    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
     stats = performance_stats(config)
     table = markdown_table(stats)
+    print(table, flush=True)
     out_dir = Path(config.output_dir)
     write_json(stats, out_dir / "performance.json")
     (out_dir / "performance.md").write_text(table + "\n")
     if config.output:
         write_json(stats, config.output)
-    print(table)
     print(f"wrote {out_dir / 'performance.json'} and {out_dir / 'performance.md'}")
     return stats
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

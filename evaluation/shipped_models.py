@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from checkpoint import inference_checkpoint, load_checkpoint, save_checkpoint
+from data_processing.errors import run_cli
 from data_processing.redvid import SimulationConfig, ensure_dataset
-from evaluation.test import EvaluationConfig, evaluate_checkpoint
+from evaluation.options import EvaluationConfig
+from evaluation.pipeline import evaluate_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
@@ -183,4 +181,4 @@ def main(argv: list[str] | None = None) -> list[tuple[ShippedModel, dict[str, An
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,9 +34,20 @@ import torch
 from checkpoint import load_checkpoint, model_from_checkpoint
 from data_processing.dataset import EventSet, Normaliser
 from data_processing.derived_data import pair_codes, regroup_events
+from data_processing.errors import UserError, run_cli
 from evaluation.clustering import ClusteringConfig
 from evaluation.inference import reconstruct, score_reconstruction
-from evaluation.test import evaluation_config_from, load_setup, write_json
+from evaluation.options import (
+    EvaluationOptions,
+    add_dataclass_arguments,
+    apply_threads,
+    check_writable_file,
+    config_from_namespace,
+    new_parser,
+    option,
+    thread_note,
+)
+from evaluation.pipeline import load_setup, write_json
 from model import TransformerRegressor
 
 
@@ -178,35 +190,40 @@ def refine(
 
 
 @dataclass
-class RefinedTestConfig:
-    """One refined evaluation; None means "as stored in the checkpoints"."""
+class RefinedTestConfig(EvaluationOptions):
+    """One refined evaluation: the shared evaluation options (base model and its
+    clustering) plus the refiner and its re-clustering; None means "as stored"."""
 
-    model_name: str = "runs/transformer_regressor.pt"
-    refiner_name: str = "runs/refiner.pt"
-    data_path: str | None = None
-    data_type: str | None = None
-    split: str = "auto"
-    max_events: int | None = None
-    min_cluster_size: int | None = None  # base clustering
-    min_samples: int | None = None
-    refine_min_cluster_size: int | None = None  # None: the base clustering's
-    refine_min_samples: int | None = None
-    refine_min_hits: int | None = None
-    refine_single_cluster: bool = True
-    cluster_jobs: int = -1
-    batch_size: int = 256
-    device: str = "cpu"
-    output: str | None = None
+    refiner_name: str = option("runs/refiner.pt", "refiner checkpoint (training_refiner)")
+    refine_min_cluster_size: int | None = option(
+        None, "HDBSCAN min_cluster_size of the re-clustering (default: the base's)"
+    )
+    refine_min_samples: int | None = option(
+        None, "HDBSCAN min_samples of the re-clustering (default: the base's)"
+    )
+    refine_min_hits: int | None = option(
+        None, "smallest cluster refined (default: 2 x the re-clustering's min_cluster_size)"
+    )
+    refine_single_cluster: bool = option(
+        True, "the re-clustering may keep a cluster whole (HDBSCAN allow_single_cluster)"
+    )
 
 
-def evaluate_refined(config: RefinedTestConfig) -> dict[str, Any]:
-    """Score base and refined assignments of the same events; returns both metric dicts."""
-    setup = load_setup(evaluation_config_from(config))
+def evaluate_refined(
+    config: RefinedTestConfig, report: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Score base and refined assignments of the same events; returns both metric dicts.
+
+    ``report`` sees the results before ``config.output`` is written (checked first).
+    """
+    if config.output:
+        check_writable_file(config.output, "--output")
+    setup = load_setup(config)
     model, normaliser, events = setup.model, setup.normaliser, setup.events
     clustering, device = setup.clustering, setup.device
     refiner_state = load_checkpoint(config.refiner_name, device)
     if refiner_state["data"]["data_type"] != setup.data_type:
-        raise ValueError(
+        raise UserError(
             f"{config.refiner_name}: refiner trained on {refiner_state['data']['data_type']} "
             f"data, but the events are {setup.data_type}"
         )
@@ -236,6 +253,8 @@ def evaluate_refined(config: RefinedTestConfig) -> dict[str, Any]:
         "clusters_refined": refined.n_refined,
         "clusters_split": refined.n_split,
     }
+    if report is not None:
+        report(results)
     if config.output:
         write_json(results, config.output)
     return results
@@ -263,43 +282,17 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    defaults = RefinedTestConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m refiner.refined_test", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--model_name", default=defaults.model_name, help="base checkpoint")
-    parser.add_argument("--refiner_name", default=defaults.refiner_name, help="refiner checkpoint")
-    parser.add_argument("--data_path", help="evaluate on this file instead of the test split")
-    parser.add_argument("--data_type", choices=("linear", "helical", "trackml"))
-    parser.add_argument("--split", choices=("auto", "train", "val", "test", "all"), default="auto")
-    parser.add_argument("--max_events", type=int)
-    parser.add_argument("--min_cluster_size", type=int, help="base HDBSCAN")
-    parser.add_argument("--min_samples", type=int, help="base HDBSCAN")
-    parser.add_argument("--refine_min_cluster_size", type=int, help="default: base value")
-    parser.add_argument("--refine_min_samples", type=int, help="default: base value")
-    parser.add_argument(
-        "--refine_min_hits", type=int, help="smallest cluster refined (default 2 x min size)"
-    )
-    parser.add_argument(
-        "--refine_single_cluster",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.refine_single_cluster,
-        help="the re-clustering may keep a cluster whole (HDBSCAN allow_single_cluster)",
-    )
-    parser.add_argument("--cluster_jobs", type=int, default=-1, help="-1: all cores")
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output", help="write the results as JSON here")
-    return parser
+    parser = new_parser(__doc__.splitlines()[0], prog="python -m refiner.refined_test")
+    return add_dataclass_arguments(parser, RefinedTestConfig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = RefinedTestConfig(**vars(build_arg_parser().parse_args(argv)))
-    print("config:", json.dumps(asdict(config), sort_keys=True))
-    results = evaluate_refined(config)
-    print(format_results(results))
+    config = config_from_namespace(RefinedTestConfig, build_arg_parser().parse_args(argv))
+    threads = apply_threads(config.threads)
+    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    results = evaluate_refined(config, report=lambda r: print(format_results(r), flush=True))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

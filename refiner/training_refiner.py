@@ -32,7 +32,9 @@ from checkpoint import load_checkpoint
 from data_processing.data_files import DataSource, ensure_data
 from data_processing.data_types import DATA_TYPES
 from data_processing.derived_data import EventSelection
+from data_processing.errors import UserError, run_cli
 from evaluation.checkpoint_data import training_data_path
+from evaluation.options import add_dataclass_arguments, config_from_namespace, new_parser, option
 from refiner.dataset import (
     GroupConfig,
     GroupSummary,
@@ -47,19 +49,31 @@ SOURCE_SPLITS = ("train", "train_val", "all")
 class RefinerDataConfig:
     """Where the refiner's hit groups come from (printed at start)."""
 
-    base_model: str | None = None  # take data file, type and split from this checkpoint
-    source_path: str | None = None  # else this file (None: the main job's default data)
-    data_type: str | None = None  # needed with source_path unless it is the default data
-    source_split: str = "train_val"
-    split_seed: int = 0  # split seed when there is no base model
-    groups_path: str | None = None  # None: next to the source file
-    min_group_hits: int = GroupConfig.min_hits
-    merge_fraction: float = GroupConfig.merge_fraction  # see GroupConfig
-    group_seed: int = 0
+    base_model: str | None = option(
+        None, "base checkpoint: take its data file, data type and split from it"
+    )
+    source_path: str | None = option(
+        None, "else take the groups from this file (none: the main job's default data)"
+    )
+    data_type: str | None = option(
+        None, "type of --source_path (not needed for the default data)", choices=DATA_TYPES
+    )
+    source_split: str = option(
+        "train_val", "which events of the source give groups", choices=SOURCE_SPLITS
+    )
+    split_seed: int = option(0, "split seed when there is no --base_model")
+    groups_path: str | None = option(None, "group file to write (default: next to the source)")
+    min_group_hits: int = option(GroupConfig.min_hits, "smallest particle group kept")
+    merge_fraction: float = option(
+        GroupConfig.merge_fraction,
+        "share of groups that also get hits of another particle, so the refiner learns "
+        "impure clusters",
+    )
+    group_seed: int = option(0, "seed of the merges")
 
     def __post_init__(self) -> None:
         if self.source_split not in SOURCE_SPLITS:
-            raise ValueError(f"source_split must be one of {SOURCE_SPLITS}")
+            raise UserError(f"source_split must be one of {SOURCE_SPLITS}")
 
     def group_config(self) -> GroupConfig:
         return GroupConfig(self.min_group_hits, self.merge_fraction, self.group_seed)
@@ -81,7 +95,7 @@ def resolve_source(config: RefinerDataConfig) -> tuple[Path, str, EventSelection
         fractions, seed = tuple(data["split_fractions"]), data["split_seed"]
     elif config.source_path is not None:
         if config.data_type is None:
-            raise ValueError("--source_path needs --data_type (linear, helical or trackml)")
+            raise UserError("--source_path needs --data_type (linear, helical or trackml)")
         path, data_type = Path(config.source_path), config.data_type
         fractions, seed = training.SPLIT_FRACTIONS, config.split_seed
     else:
@@ -122,11 +136,14 @@ def train_refiner(
     """
     train_argv = list(train_argv or [])
     if any(a == "--data_path" or a.startswith("--data_path=") for a in train_argv):
-        raise ValueError("the refiner's data are groups: use --source_path, not --data_path")
+        raise UserError("the refiner's data are groups: use --source_path, not --data_path")
     summary, data_type = prepare_groups(data_config)
+    # An event of the group file holds one particle, or one and part of a second when
+    # merged: that is the track configuration the run prints and stores.
     defaults = training.TrainConfig(
         data_path=str(summary.path),
         data_type=data_type,
+        tracks="1-2" if data_config.merge_fraction > 0 else "1",
         model_name="runs/refiner.pt",
         evaluate=False,
     )
@@ -134,27 +151,12 @@ def train_refiner(
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
+        __doc__.splitlines()[0],
         prog="python -m refiner.training_refiner",
-        description=__doc__.splitlines()[0],
         epilog="All other options are the main training CLI's (python training.py --help).",
     )
-    parser.add_argument("--base_model", help="base checkpoint: its data file, type and split")
-    parser.add_argument("--source_path", help="data file to take particle groups from")
-    parser.add_argument("--data_type", choices=DATA_TYPES)
-    parser.add_argument("--source_split", choices=SOURCE_SPLITS, default="train_val")
-    parser.add_argument("--split_seed", type=int, default=0)
-    parser.add_argument("--groups_path", help="group file to write (default: next to source)")
-    parser.add_argument("--min_group_hits", type=int, default=RefinerDataConfig.min_group_hits)
-    parser.add_argument(
-        "--merge_fraction",
-        type=float,
-        default=RefinerDataConfig.merge_fraction,
-        help="share of groups that also get hits of another particle, so the refiner "
-        "learns impure clusters (default: %(default)s)",
-    )
-    parser.add_argument("--group_seed", type=int, default=0)
-    return parser
+    return add_dataclass_arguments(parser, RefinerDataConfig)
 
 
 def main(argv: list[str] | None = None) -> training.TrainResult:
@@ -166,10 +168,10 @@ def main(argv: list[str] | None = None) -> training.TrainResult:
         training.main(["--help"])
     args, train_argv = parser.parse_known_args(argv)
     # --data_type is also a training option: the group file has the source's type.
-    data_config = RefinerDataConfig(**vars(args))
+    data_config = config_from_namespace(RefinerDataConfig, args)
     print("refiner data config:", json.dumps(asdict(data_config), sort_keys=True))
     return train_refiner(data_config, train_argv)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+
+import training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -33,3 +37,36 @@ def trackml_sample_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return TRACKML_SAMPLE
+
+
+#: A model and run small enough for a CPU test: 2 layers of width 16, no evaluation.
+TINY_TRAINING = {
+    "data_type": "linear",
+    "nr_epochs": 2,
+    "batch_size": 32,
+    "embedding_size": 16,
+    "hidden_dim": 32,
+    "nr_enc_layers": 2,
+    "nr_heads": 2,
+    "evaluate": False,
+    "cluster_jobs": 1,
+    "device": "cpu",
+    "progress": False,
+}
+
+
+def make_tiny_train_config(
+    data: str | Path, checkpoint: str | Path, **overrides: Any
+) -> training.TrainConfig:
+    """TrainConfig of a tiny CPU run on ``data`` writing ``checkpoint`` (``TINY_TRAINING``
+    with ``overrides``)."""
+    values = {**TINY_TRAINING, "data_path": str(data), "model_name": str(checkpoint)}
+    return training.TrainConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_train_config() -> Callable[..., training.TrainConfig]:
+    """The one TrainConfig builder of the tests: ``tiny_train_config(data, checkpoint,
+    **overrides)`` (see ``make_tiny_train_config``); session-scoped, so module fixtures
+    can use it."""
+    return make_tiny_train_config

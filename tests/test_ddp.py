@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 import training
 from checkpoint import load_checkpoint
 from data_processing.redvid import SimulationConfig, generate_dataset
+from tests.conftest import make_tiny_train_config
 
 WORLD_SIZE = 2
 
@@ -62,20 +63,13 @@ def linear_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_gloo_ranks_train_identical_weights(
     linear_file: Path, tmp_path: Path, attention: str
 ) -> None:
-    config = training.TrainConfig(
-        data_path=str(linear_file),
-        data_type="linear",
-        model_name=str(tmp_path / "ddp.pt"),
+    config = make_tiny_train_config(
+        linear_file,
+        tmp_path / "ddp.pt",
         nr_epochs=3,
         batch_size=16,
         hits_per_batch=160 if attention == "flash" else 0,
-        embedding_size=16,
-        hidden_dim=32,
-        nr_enc_layers=2,
-        nr_heads=2,
         attention=attention,
-        evaluate=False,
-        device="cpu",
     )
     mp.spawn(_worker, args=(_free_port(), config, str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]

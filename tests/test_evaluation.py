@@ -21,13 +21,16 @@ from torch import Tensor, nn
 import training
 from checkpoint import load_checkpoint, save_checkpoint
 from custom_encoder import AttentionLayout
+from data_processing import data_files
 from data_processing.dataset import EventSet, Normaliser, load_events, split_events
+from data_processing.errors import run_cli
 from data_processing.redvid import SimulationConfig, generate_dataset
-from evaluation import inference, performance_stats
+from evaluation import inference, performance_stats, pipeline
 from evaluation import test as evaluation_test
 from evaluation.clustering import ClusteringConfig
 from evaluation.inference import reconstruct, regression_errors, score_reconstruction
 from refiner import training_refiner
+from tests.conftest import make_tiny_train_config
 from tests.oracles import DirectionOracle, straight_track_event
 
 MIN_PNG_BYTES = 10_000
@@ -50,20 +53,7 @@ SCORE_KEYS = {
 
 
 def _tiny_config(data: Path, checkpoint: Path, data_type: str, epochs: int):
-    return training.TrainConfig(
-        data_path=str(data),
-        data_type=data_type,
-        model_name=str(checkpoint),
-        nr_epochs=epochs,
-        batch_size=32,
-        embedding_size=16,
-        hidden_dim=32,
-        nr_enc_layers=2,
-        nr_heads=2,
-        evaluate=False,
-        cluster_jobs=1,
-        device="cpu",
-    )
+    return make_tiny_train_config(data, checkpoint, data_type=data_type, nr_epochs=epochs)
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +72,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trackml_checkpoint(trackml_sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch model on 20 sub-events (10-20 particles, with noise) of the sample."""
-    from data_processing.trackml_data import (
-        SubEventConfig,
-        build_sub_events,
-        read_event,
-        write_hit_table,
-    )
+    from data_processing.hit_table import write_hit_table
+    from data_processing.trackml_data import SubEventConfig, build_sub_events
+    from data_processing.trackml_events import read_event
 
     folder = tmp_path_factory.mktemp("trackml")
     event = read_event(trackml_sample_dir / "event000000001")
@@ -141,7 +128,7 @@ def test_test_py_writes_metrics_json_and_figures(
 
 def test_training_entry_point_and_options(checkpoint: Path) -> None:
     # training.py calls exactly this.
-    metrics = evaluation_test.evaluate_checkpoint(
+    metrics = pipeline.evaluate_checkpoint(
         evaluation_test.EvaluationConfig(
             model_name=str(checkpoint), split="test", cluster_jobs=1, device="cpu"
         )
@@ -149,7 +136,7 @@ def test_training_entry_point_and_options(checkpoint: Path) -> None:
     assert evaluation_test.format_metrics(metrics).splitlines()[-1].startswith("TrackML score:")
     assert metrics["clustering"]["min_cluster_size"] == 2  # published linear:3 = (2, 3)
     # Overrides: scikit-learn's HDBSCAN, -1 for outliers, other data split, fewer events.
-    other = evaluation_test.evaluate_checkpoint(
+    other = pipeline.evaluate_checkpoint(
         evaluation_test.EvaluationConfig(
             model_name=str(checkpoint),
             split="val",
@@ -194,9 +181,14 @@ def test_grid_search_on_the_validation_split(
             "2",
         ]
     )
-    assert "grid search on the validation split: best" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "grid search on the validation split: best" in out
     search = metrics["grid_search"]
     table = pd.DataFrame(search["table"])
+    # The whole grid is printed, one line per pair with its score.
+    for row in search["table"]:
+        pair = f"{row['min_cluster_size']:>3} {row['min_samples']:>3}: {row['trackml_score']:.4f}"
+        assert pair in out
     assert search["n_events"] == 20 and len(table) == 4
     first_best = table.iloc[int(np.argmax(table["trackml_score"].to_numpy()))]
     assert search["best"] == [first_best["min_cluster_size"], first_best["min_samples"]]
@@ -220,7 +212,7 @@ def test_validation_and_test_splits_are_the_ones_training_made(
     # The best weights' validation loss is the normalised MSE of the validation split
     # (measured 0.49752807599 against the stored 0.49752807617); the test split's differs
     # (0.508), so evaluating the wrong split would show.
-    val = evaluation_test.evaluate_checkpoint(
+    val = pipeline.evaluate_checkpoint(
         evaluation_test.EvaluationConfig(model_name=str(checkpoint), split="val", cluster_jobs=1)
     )
     best_val_loss = min(state["val_losses"])
@@ -229,7 +221,7 @@ def test_validation_and_test_splits_are_the_ones_training_made(
     # The default evaluation scores the test split; the grid search sees only validation.
     scored: list[np.ndarray] = []
     tuned: list[np.ndarray] = []
-    real_score, real_grid_search = evaluation_test.score_reconstruction, evaluation_test.grid_search
+    real_score, real_grid_search = pipeline.score_reconstruction, pipeline.grid_search
 
     def score(events: EventSet, *args, **kwargs) -> dict:
         scored.append(events.event_id.copy())
@@ -239,9 +231,9 @@ def test_validation_and_test_splits_are_the_ones_training_made(
         tuned.append(pd.unique(truth["event_id"]))
         return real_grid_search(params, offsets, truth, *args, **kwargs)
 
-    monkeypatch.setattr(evaluation_test, "score_reconstruction", score)
-    monkeypatch.setattr(evaluation_test, "grid_search", grid_search)
-    metrics = evaluation_test.evaluate_checkpoint(
+    monkeypatch.setattr(pipeline, "score_reconstruction", score)
+    monkeypatch.setattr(pipeline, "grid_search", grid_search)
+    metrics = pipeline.evaluate_checkpoint(
         evaluation_test.EvaluationConfig(
             model_name=str(checkpoint),
             cluster_jobs=1,
@@ -282,7 +274,7 @@ def test_performance_stats_table(
         printed = capsys.readouterr().out
         # test.py's numbers for the same checkpoint and events (the test split), with
         # the same torch threads: the same predictions, so the same errors exactly.
-        expected = evaluation_test.evaluate_checkpoint(
+        expected = pipeline.evaluate_checkpoint(
             evaluation_test.EvaluationConfig(model_name=str(checkpoint), cluster_jobs=1)
         )
     finally:
@@ -305,7 +297,7 @@ def test_performance_stats_table(
     assert written["timings"]["model_cpu"]["mean_ms"] == timings["model_cpu"]["mean_ms"]
     table = (tmp_path / "perf" / "performance.md").read_text()
     for row in (
-        "| model per event, CPU (1 threads, batch 1) |",
+        "| model per event, CPU (1 thread, batch 1) |",
         "| model per event, CUDA (batch 1) |",
         "| clustering per event (HDBSCAN hdbscan",
         "| scoring per event (TrackML score) |",
@@ -342,7 +334,7 @@ def test_trackml_checkpoint_reports_gnn_tracking_and_pt_plots(
         assert_png(out / f"{name}.png")
     strict_json(out / "metrics.json")  # NaN efficiencies of empty bins are written as null
 
-    headline = evaluation_test.evaluate_checkpoint(
+    headline = pipeline.evaluate_checkpoint(
         evaluation_test.EvaluationConfig(
             model_name=str(trackml_checkpoint),
             definition="gnn_tracking",
@@ -392,7 +384,10 @@ def test_score_reconstruction_of_the_truth() -> None:
     events = small_events()
     # Truth labels; the noise hits as singletons.
     labels = np.where(events.particle_id > 0, events.particle_id, 100 + np.arange(11))
-    result = score_reconstruction(events, labels)
+    # The project variant: truth scores 100 %. (The published "trackformers" LHC counts
+    # the two noise singletons as submitted tracks: 3 / 5.)
+    result = score_reconstruction(events, labels, "trackformers_min_hits")
+    assert score_reconstruction(events, labels)["lhc"] == pytest.approx(3 / 5)
     assert result["trackml_score"] == 1.0 and result["n_events"] == 2
     assert result["perfect"] == result["double_majority"] == result["lhc"] == 1.0
     assert result["n_particles"] == 3 and result["fake_rate"] == 0.0
@@ -417,7 +412,7 @@ def test_a_shipped_checkpoint_is_scored_on_the_test_set_it_names(
 ) -> None:
     from checkpoint import inference_checkpoint
 
-    monkeypatch.setattr(training, "REPO_ROOT", tmp_path)  # test sets go to tmp
+    monkeypatch.setattr(data_files, "REPO_ROOT", tmp_path)  # test sets go to tmp
     state = load_checkpoint(checkpoint)
     test_set = {"n_events": 30, "tracks": "3", "track_type": "linear", "seed": 11}
     shipped = tmp_path / "shipped.pt"
@@ -427,7 +422,7 @@ def test_a_shipped_checkpoint_is_scored_on_the_test_set_it_names(
     assert (tmp_path / "data" / "redvid_linear_3_30ev_seed11.csv").exists()
     # The training file's splits stay reachable (grid search tunes on its val split).
     config = evaluation_test.EvaluationConfig(model_name=str(shipped), split="val")
-    val = evaluation_test.evaluation_events(load_checkpoint(shipped), config)
+    val = pipeline.evaluation_events(load_checkpoint(shipped), config)
     assert val.n_events == 45
     # Shipped checkpoints hold no optimizer state: resuming one is refused clearly.
     resume = _tiny_config(Path(state["data"]["path"]), shipped, "linear", epochs=3)
@@ -469,9 +464,12 @@ def test_max_events_below_one_is_refused(
     checkpoint: Path, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for tool in (evaluation_test, performance_stats):
-        with pytest.raises(SystemExit):
-            tool.main(["--model_name", str(checkpoint), "--max_events", value])
-        assert f"--max_events must be at least 1 (got {value})" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as stop:
+            run_cli(tool.main, ["--model_name", str(checkpoint), "--max_events", value])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--max_events must be at least 1 (got {value})" in err
+        assert "Traceback" not in err
     with pytest.raises(ValueError, match="at least 1"):
         evaluation_test.EvaluationConfig(model_name=str(checkpoint), max_events=int(value))
 
@@ -508,7 +506,7 @@ def test_unassigned_hits_are_in_no_track_and_efficiencies_run_once(
     calls = []
 
     def counted(*args: object, **kwargs: object) -> dict:
-        calls.append(kwargs.get("definition"))
+        calls.append(kwargs["settings"].definition)
         return scoring_efficiencies(*args, **kwargs)
 
     scoring_efficiencies = inference.efficiencies
@@ -565,7 +563,7 @@ def test_a_missing_generated_training_file_is_simulated_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Train where training generates its default set (data_path None) ...
-    monkeypatch.setattr(training, "REPO_ROOT", tmp_path / "original")
+    monkeypatch.setattr(data_files, "REPO_ROOT", tmp_path / "original")
     config = replace(
         _tiny_config(Path("unused"), tmp_path / "m.pt", "linear", epochs=1),
         data_path=None,
@@ -577,12 +575,12 @@ def test_a_missing_generated_training_file_is_simulated_again(
     stored = Path(load_checkpoint(tmp_path / "m.pt")["data"]["path"])
     assert stored == tmp_path / "original" / "data" / "redvid_linear_3_100ev_seed3.csv"
     val = evaluation_test.EvaluationConfig(str(tmp_path / "m.pt"), split="val", cluster_jobs=1)
-    before = evaluation_test.evaluate_checkpoint(val)
+    before = pipeline.evaluate_checkpoint(val)
     # ... then evaluate from a "fresh clone" elsewhere, where that file does not exist.
     stored.unlink()
-    monkeypatch.setattr(training, "REPO_ROOT", tmp_path / "clone")
+    monkeypatch.setattr(data_files, "REPO_ROOT", tmp_path / "clone")
     capsys.readouterr()
-    after = evaluation_test.evaluate_checkpoint(val)
+    after = pipeline.evaluate_checkpoint(val)
     rebuilt = tmp_path / "clone" / "data" / stored.name
     assert f"training data {stored} not found; simulating it again" in capsys.readouterr().out
     assert rebuilt.exists()
@@ -593,7 +591,7 @@ def test_a_missing_generated_training_file_is_simulated_again(
     # The rebuilt copy still counts as the training file: "auto" picks its test split.
     copy = replace(val, data_path=str(rebuilt), split="auto")
     state = load_checkpoint(tmp_path / "m.pt")
-    assert evaluation_test.evaluation_events(state, copy).n_events == 15
+    assert pipeline.evaluation_events(state, copy).n_events == 15
     # The refiner's --base_model finds it too.
     refiner_data = training_refiner.RefinerDataConfig(base_model=str(tmp_path / "m.pt"))
     assert training_refiner.resolve_source(refiner_data)[0] == rebuilt
@@ -604,7 +602,7 @@ def test_a_missing_generated_training_file_is_simulated_again(
     save_checkpoint(state, tmp_path / "user.pt")
     message = re.escape(f"user.pt: its training data {tmp_path / 'mine.csv'} does not exist")
     with pytest.raises(FileNotFoundError, match=message):
-        evaluation_test.evaluate_checkpoint(replace(val, model_name=str(tmp_path / "user.pt")))
+        pipeline.evaluate_checkpoint(replace(val, model_name=str(tmp_path / "user.pt")))
     with pytest.raises(FileNotFoundError, match=message):
         training_refiner.resolve_source(
             training_refiner.RefinerDataConfig(base_model=str(tmp_path / "user.pt"))

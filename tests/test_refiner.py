@@ -12,6 +12,7 @@ import training
 from data_processing.dataset import Normaliser, load_events
 from data_processing.derived_data import EventSelection
 from data_processing.redvid import SimulationConfig, generate_dataset
+from evaluation import pipeline
 from evaluation import test as evaluation_test
 from evaluation.inference import score_reconstruction
 from refiner import refined_test
@@ -91,7 +92,7 @@ def test_merged_groups_hold_a_part_of_a_second_particle(helical_file: Path, tmp_
 
 
 def test_trackml_groups_round_trip_through_the_hit_table_writer(tmp_path: Path) -> None:
-    from data_processing.trackml_data import write_hit_table
+    from data_processing.hit_table import write_hit_table
 
     rng = np.random.default_rng(0)
     n = 60
@@ -211,7 +212,7 @@ def test_short_refiner_training_lowers_the_loss_and_the_cli_reports_both_scores(
         assert 0 <= results["refined"][key] <= 1
     assert (tmp_path / "r.json").exists()
     # The base column is test.py's evaluation of the base model on the same (test) split.
-    expected = evaluation_test.evaluate_checkpoint(
+    expected = pipeline.evaluate_checkpoint(
         evaluation_test.EvaluationConfig(model_name=str(base_path), cluster_jobs=1)
     )
     assert expected["n_events"] == 23

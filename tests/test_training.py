@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +15,11 @@ import torch
 
 import training
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from data_processing.errors import UserError, run_cli
 from data_processing.redvid import SimulationConfig, generate_dataset
+from evaluation import pipeline
 from evaluation import test as evaluation_test
+from tests.conftest import make_tiny_train_config
 
 
 @pytest.fixture(scope="module")
@@ -23,22 +30,7 @@ def linear_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data: Path, checkpoint: Path, **overrides) -> training.TrainConfig:
-    values = {
-        "data_path": str(data),
-        "data_type": "linear",
-        "model_name": str(checkpoint),
-        "nr_epochs": 3,
-        "batch_size": 32,
-        "embedding_size": 16,
-        "hidden_dim": 32,
-        "nr_enc_layers": 2,
-        "nr_heads": 2,
-        "evaluate": False,
-        "cluster_jobs": 1,
-        "device": "cpu",
-    }
-    values.update(overrides)
-    return training.TrainConfig(**values)
+    return make_tiny_train_config(data, checkpoint, **{"nr_epochs": 3, **overrides})
 
 
 def test_training_lowers_validation_loss_and_beats_shuffled_labels(
@@ -224,3 +216,144 @@ def test_early_stopping_keeps_the_best_weights_and_resumes_with_the_new_patience
     for name, value in state["best_model_state_dict"].items():
         torch.testing.assert_close(value, weights[5][name], rtol=0, atol=0)
     assert next(scripted, None) is None  # exactly six validation passes in all
+
+
+# --------------------------------------------------------------------------------------
+# Command lines: user errors end in one line naming the file, never a traceback, and
+# an unwritable output is refused before any work.
+# --------------------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python <args>`` from the repository root, as a user runs it (no debug)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRACKFORMERS_DEBUG"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _assert_user_error(result: subprocess.CompletedProcess[str], *named: str) -> str:
+    """Exit status 2, one ``error:`` line on stderr naming every string of ``named``."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for text in named:
+        assert text in lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def malformed_files(linear_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A missing column, a NaN coordinate and a text file posing as a checkpoint."""
+    folder = tmp_path_factory.mktemp("malformed")
+    table = pd.read_csv(linear_file, sep=";")
+    table.drop(columns=["hit_z"]).to_csv(folder / "no_z.csv", sep=";", index=False)
+    with_nan = table.astype({"hit_r": float})
+    with_nan.loc[7, "hit_r"] = np.nan
+    with_nan.to_csv(folder / "nan_r.csv", sep=";", index=False)
+    (folder / "notes.pt").write_text("this is not a checkpoint\n")
+    return {"no_z": folder / "no_z.csv", "nan_r": folder / "nan_r.csv", "text": folder / "notes.pt"}
+
+
+def test_training_cli_reports_bad_data_files_in_one_line(
+    malformed_files: dict, tmp_path: Path
+) -> None:
+    model = str(tmp_path / "m.pt")
+    common = ["--model_name", model, "--nr_epochs", "1", "--no-progress", "--no-evaluate"]
+    missing = _run_script("training.py", "--data_path", str(malformed_files["no_z"]), *common)
+    assert "hit_z" in _assert_user_error(missing, "no_z.csv")
+    nan = _run_script("training.py", "--data_path", str(malformed_files["nan_r"]), *common)
+    assert "hit_r" in _assert_user_error(nan, "nan_r.csv")
+    assert not Path(model).exists()  # nothing trained
+
+
+def test_evaluation_cli_reports_an_unreadable_checkpoint_in_one_line(
+    malformed_files: dict,
+) -> None:
+    result = _run_script("evaluation/test.py", "--model_name", str(malformed_files["text"]))
+    _assert_user_error(result, "notes.pt")
+    # --debug shows the traceback instead.
+    debug = _run_script(
+        "evaluation/test.py", "--model_name", str(malformed_files["text"]), "--debug"
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_mismatched_resume_is_refused_in_one_line(linear_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "run.pt"
+    training.train(_config(linear_file, path, nr_epochs=1))
+    result = _run_script(
+        "training.py", "--resume", "--model_name", str(path), "--embedding_size", "32"
+    )
+    assert "d_model" in _assert_user_error(result, "run.pt")
+
+
+def test_resume_with_the_checkpoint_name_alone_takes_its_options(
+    linear_file: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "run.pt"
+    training.train(_config(linear_file, path, nr_epochs=1, lr=2e-3))
+    config = training.config_from_args(["--resume", "--model_name", str(path)])
+    assert config.data_path == str(linear_file) and config.embedding_size == 16
+    assert config.nr_enc_layers == 2 and config.lr == 2e-3 and config.nr_epochs == 1
+    # An option given explicitly wins, so the run continues with more epochs...
+    longer = training.config_from_args(["--resume", "--model_name", str(path), "--nr_epochs", "2"])
+    assert longer.nr_epochs == 2 and longer.embedding_size == 16
+    resumed = training.train(replace(longer, evaluate=False, progress=False))
+    assert len(resumed.val_losses) == 2
+    # ...and one that changes the model is refused (check_resumable).
+    wider = training.config_from_args(["--resume", "--model_name", str(path), "--hidden_dim", "64"])
+    with pytest.raises(UserError, match="dim_feedforward"):
+        training.train(replace(wider, evaluate=False))
+
+
+def test_unwritable_model_name_is_refused_before_any_work(
+    linear_file: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = _run_script(
+        "training.py", "--data_path", str(linear_file), "--model_name", str(blocker / "m.pt")
+    )
+    _assert_user_error(result, "a_file")
+    # Only the config line came before the refusal: no data read, no epoch run.
+    assert result.stdout.count("\n") == 1 and result.stdout.startswith("config:")
+
+
+def test_unwritable_evaluation_output_is_refused_before_any_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for option in ("--output", "--output_dir"):
+        result = _run_script(
+            "evaluation/test.py", "--model_name", "models/lin_3.pt", option, str(blocker / "out")
+        )
+        _assert_user_error(result, "a_file", option)
+        assert "TrackML score" not in result.stdout
+
+
+def test_metrics_are_printed_before_they_are_written(
+    linear_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    path = tmp_path / "m.pt"
+    training.train(_config(linear_file, path, nr_epochs=1))
+
+    def failing_write(metrics: dict, target: str | Path) -> Path:
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(pipeline, "write_json", failing_write)
+    argv = ["--model_name", str(path), "--cluster_jobs", "1", "--output", str(tmp_path / "m.json")]
+    with pytest.raises(SystemExit) as stop:
+        run_cli(evaluation_test.main, argv)
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert "TrackML score:" in captured.out  # the numbers are not lost
+    assert "m.json: Permission denied" in captured.err
