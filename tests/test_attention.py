@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import training
+import training_steps
 from attention_ops import AttentionLayout, flash_kernel_available, nested_sdpa
 from checkpoint import load_checkpoint, model_from_checkpoint
 from custom_encoder import ATTENTION_BACKENDS
@@ -139,7 +140,7 @@ def test_padding_values_change_neither_outputs_nor_gradients(backend: str) -> No
         model = _model(backend)
         batch = padded_batch(data, index, pad_value=pad_value)
         pred = model(batch.x, batch.layout)
-        sq_error, n_terms = training.masked_squared_error(pred, batch.y, batch.loss_mask)
+        sq_error, n_terms = training_steps.masked_squared_error(pred, batch.y, batch.loss_mask)
         (sq_error / n_terms).backward()
         real = batch.rows >= 0
         grads = [p.grad.clone() for p in model.parameters()]
@@ -245,10 +246,15 @@ def test_flash_kernel_choice_is_checked_and_loads_the_same_weights() -> None:
 
 def test_flash_has_no_attention_dropout_but_same_parameters() -> None:
     flash = TransformerRegressor(ModelConfig(attention="flash", dropout=0.1))
-    sdpa = TransformerRegressor(ModelConfig(attention="sdpa", dropout=0.1))
+    sdpa = TransformerRegressor(ModelConfig(attention="sdpa", dropout=0.1, attention_dropout=True))
     assert flash.encoder.layers[0].self_attn.dropout == 0.0
     assert sdpa.encoder.layers[0].self_attn.dropout == 0.1
     assert list(flash.state_dict()) == list(sdpa.state_dict())
+    # By default no backend drops attention weights (SDPA keeps its fused CPU kernel);
+    # the residual and feed-forward dropout are there either way.
+    default = TransformerRegressor(ModelConfig(dropout=0.1))
+    assert default.encoder.layers[0].self_attn.dropout == 0.0
+    assert default.encoder.layers[0].dropout.p == 0.1
 
 
 def test_hit_budget_batches() -> None:
@@ -468,7 +474,7 @@ def test_bf16_training_step_and_gradients_on_cuda(kernel: str) -> None:
         batch = plan.batch(data, 0, packed)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
             pred = model(batch.x, batch.layout)
-        sq_error, n_terms = training.masked_squared_error(pred, batch.y, batch.loss_mask)
+        sq_error, n_terms = training_steps.masked_squared_error(pred, batch.y, batch.loss_mask)
         (sq_error / n_terms).backward()
         grads[name] = torch.cat([p.grad.flatten() for p in model.parameters()])
     assert torch.isfinite(grads["flash"]).all()

@@ -3,6 +3,7 @@ phi sliding window, FlexAttention vs SDPA, and checkpoint round trips."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -11,11 +12,12 @@ import pytest
 import torch
 
 import training
+from attention_ops import AttentionLayout, flex_attention, phi_window_mask
 from checkpoint import load_checkpoint, model_from_checkpoint
-from custom_encoder import AttentionLayout, _sdpa_attention, flex_attention, phi_window_mask
+from custom_encoder import EncoderLayer, EncoderOptions, _sdpa_attention, residual
 from data_processing.dataset import load_events
 from data_processing.redvid import SimulationConfig, generate_dataset
-from model import ModelConfig, TransformerRegressor
+from model import CLI_NAMES, ModelConfig, TransformerRegressor
 
 # Each option alone, and all of them together.
 OPTIONS: dict[str, dict] = {
@@ -262,6 +264,7 @@ def test_old_checkpoint_config_loads_with_defaults() -> None:
     }
     config = ModelConfig.from_dict(old)
     assert config.norm == "pre" and config.n_registers == 0 and config.attention_window == 0
+    assert config.attention_dropout is False  # a key added later takes its default
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="norm"):
         ModelConfig(norm="sideways")
@@ -343,3 +346,110 @@ def test_checkpoint_with_options_reloads_identically(linear_file: Path, tmp_path
     layout = _padded_layout([7, 5], 7)
     real = ~layout.pad_mask
     torch.testing.assert_close(model(x, layout)[real], result.model.eval()(x, layout)[real])
+
+
+def test_residual_wrapper_places_norm_and_layer_scale() -> None:
+    """``residual`` against the three formulas written out, on fixed weights."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 8, generator=generator)
+    weight = torch.randn(8, 8, generator=generator)
+    norm = torch.nn.LayerNorm(8)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(8, generator=generator) + 0.5)
+        norm.bias.copy_(torch.randn(8, generator=generator))
+    scale = torch.rand(8, generator=generator)
+
+    def sublayer(h: torch.Tensor) -> tuple[torch.Tensor, str]:
+        return torch.tanh(h @ weight), "extra"
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(h @ weight)
+
+    def ln(h: torch.Tensor) -> torch.Tensor:
+        mean = h.mean(-1, keepdim=True)
+        var = h.var(-1, unbiased=False, keepdim=True)
+        return (h - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+    expected = {
+        "pre": x + scale * f(ln(x)),
+        "post": ln(x + scale * f(x)),
+        "none": x + scale * f(x),
+    }
+    with torch.no_grad():
+        for position, want in expected.items():
+            out, extra = residual(
+                x, sublayer, norm if position != "none" else None, position, scale
+            )
+            assert extra == "extra"
+            torch.testing.assert_close(out, want, atol=1e-6, rtol=1e-6)
+        # No LayerScale: the branch enters with weight 1.
+        out, _ = residual(x, sublayer, norm, "post", None)
+        torch.testing.assert_close(out, ln(x + f(x)), atol=1e-6, rtol=1e-6)
+
+
+def _hand_written_layer(layer: EncoderLayer, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """One encoder layer written out from its weights: x [N, D] (one event) -> [N, D]."""
+    attn = layer.self_attn
+    heads, head_dim = attn.n_heads, attn.head_dim
+
+    def ln(module: torch.nn.LayerNorm, h: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.layer_norm(h, h.shape[-1:], module.weight, module.bias)
+
+    def attention(h: torch.Tensor) -> torch.Tensor:
+        q, k, v = (h @ attn.qkv.weight.T + attn.qkv.bias).chunk(3, dim=-1)
+        q, k, v = (t.reshape(len(h), heads, head_dim).transpose(0, 1) for t in (q, k, v))
+        if norm == "hybrid":  # QK-norm over the head dimension
+            q, k = ln(attn.q_norm, q), ln(attn.k_norm, k)
+        weights = torch.softmax(q @ k.transpose(1, 2) / head_dim**0.5, dim=-1)
+        out = (weights @ v).transpose(0, 1).reshape(len(h), -1)
+        return layer.scale1 * (out @ attn.out_proj.weight.T + attn.out_proj.bias)
+
+    def feedforward(h: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(h @ layer.linear1.weight.T + layer.linear1.bias)
+        return layer.scale2 * (hidden @ layer.linear2.weight.T + layer.linear2.bias)
+
+    if norm == "post":
+        h = ln(layer.norm1, x + attention(x))
+        return ln(layer.norm2, h + feedforward(h))
+    if norm == "pre":
+        h = x + attention(ln(layer.norm1, x))
+        return h + feedforward(ln(layer.norm2, h))
+    h = x + attention(x)  # hybrid: no norm around attention
+    return ln(layer.norm2, h + feedforward(h))
+
+
+@pytest.mark.parametrize("norm", ["post", "pre", "hybrid"])
+def test_encoder_layer_is_the_written_out_formula(norm: str) -> None:
+    torch.manual_seed(0)
+    options = EncoderOptions(norm=norm, layer_scale_init=0.3)
+    layer = EncoderLayer(8, 2, 16, dropout=0.0, backend="math", options=options).eval()
+    with torch.no_grad():
+        for p in layer.parameters():  # LayerNorm and LayerScale away from 1 and 0
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(6, 8)
+    with torch.no_grad():
+        out, _ = layer(x[None], _padded_layout([6], 6))
+        torch.testing.assert_close(
+            out[0], _hand_written_layer(layer, x, norm), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_option_defaults_are_written_once() -> None:
+    """The training CLI's defaults are the model's, under the reference's names."""
+    model_fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    train_defaults = training.TrainConfig()
+    shared = 0
+    for f in dataclasses.fields(training.TrainConfig):
+        name = CLI_NAMES.get(f.name, f.name)
+        if name in model_fields:
+            assert getattr(train_defaults, f.name) == model_fields[name].default, f.name
+            shared += 1
+    assert shared >= 4 + len(dataclasses.fields(EncoderOptions))
+    assert set(CLI_NAMES.values()) <= set(model_fields)
+    for option in dataclasses.fields(EncoderOptions):
+        assert model_fields[option.name].default == option.default
+    # One mapping from CLI names to the network's: from_settings builds what training does.
+    settings = training.TrainConfig(nr_enc_layers=2, embedding_size=16, hidden_dim=24, nr_heads=2)
+    built = ModelConfig.from_settings(settings, in_dim=3, out_dim=4)
+    assert (built.n_layers, built.d_model, built.dim_feedforward, built.n_heads) == (2, 16, 24, 2)
+    assert built == settings.model_config(3, 4)

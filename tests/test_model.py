@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from custom_encoder import ATTENTION_BACKENDS, AttentionLayout
+from custom_encoder import (
+    ATTENTION_BACKEND_TABLE,
+    ATTENTION_BACKENDS,
+    AttentionLayout,
+    attention_backend,
+)
 from model import ModelConfig, TransformerRegressor
 
 
@@ -84,3 +89,51 @@ def test_config_round_trip_rejects_unknown_keys() -> None:
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
+
+
+def test_attention_switches_on_a_live_model_without_touching_the_weights() -> None:
+    model = _model(attention="math")
+    weights = {name: value.clone() for name, value in model.state_dict().items()}
+    x = torch.randn(3, 8, 3)
+    layout = _layout([8, 3, 5], 8)
+    real = ~layout.pad_mask
+    with torch.no_grad():
+        expected = model(x, layout)
+        for backend in ("sdpa", "flash", "math"):
+            model.set_attention(backend)
+            assert model.config.attention == backend
+            assert {layer.self_attn.backend for layer in model.encoder.layers} == {backend}
+            torch.testing.assert_close(model(x, layout)[real], expected[real], atol=1e-5, rtol=1e-5)
+        assert torch.equal(model(x, layout), expected)  # back on math: the very same numbers
+    assert list(model.state_dict()) == list(weights)
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in weights.items())
+    # The other run-time choices switch the same way; unnamed ones are kept.
+    dropping = TransformerRegressor(ModelConfig(dropout=0.1))
+    assert {layer.self_attn.dropout for layer in dropping.encoder.layers} == {0.0}
+    dropping.set_attention("sdpa", flash_kernel="cudnn", attention_dropout=True)
+    assert dropping.config.flash_kernel == "cudnn" and dropping.config.attention_dropout
+    dropping.set_attention("math")
+    assert dropping.config.flash_kernel == "cudnn" and dropping.config.attention_dropout
+    assert {layer.self_attn.dropout for layer in dropping.encoder.layers} == {0.1}
+
+
+def test_attention_capability_table_refuses_what_a_backend_cannot_do() -> None:
+    with pytest.raises(ValueError, match="'flash' cannot drop attention weights"):
+        ModelConfig(attention="flash", attention_dropout=True)
+    with pytest.raises(ValueError, match="unknown attention backend 'fast'"):
+        ModelConfig(attention="fast")
+    model = TransformerRegressor(ModelConfig(attention="sdpa", attention_dropout=True))
+    assert {layer.self_attn.dropout for layer in model.encoder.layers} == {0.1}
+    before = model.config
+    with pytest.raises(ValueError, match="turn attention_dropout off or use one of"):
+        model.set_attention("flash")
+    # Refused before anything changed.
+    assert model.config == before
+    assert {layer.self_attn.backend for layer in model.encoder.layers} == {"sdpa"}
+    model.set_attention("flash", attention_dropout=False)
+    assert {layer.self_attn.dropout for layer in model.encoder.layers} == {0.0}
+    for name, row in ATTENTION_BACKEND_TABLE.items():
+        assert row.name == name
+        assert attention_backend(name, "auto", False) is row
+        assert row.attention_dropout == (name != "flash")
+        assert row.varlen_kernel == (name == "flash")
