@@ -250,7 +250,8 @@ def pair_table(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
         noise), ``track_nhits``, ``particle_nhits`` (int), ``purity`` = n_hits /
         track_nhits and ``completeness`` = n_hits / particle_nhits (float, in (0, 1]).
         Hits with a negative label form pairs too (their label is no track: see
-        :func:`efficiencies` and :func:`score_event` for how they count).
+        :func:`score_event` and :func:`evaluation.efficiencies.efficiencies` for how
+        they count).
     """
     columns = ["particle_id", *(["weight"] if "weight" in truth.columns else [])]
     pairs = count_pairs(join_hits(*align_events(truth, submission, columns, False)))
