@@ -268,8 +268,8 @@ def pair_table(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
 def _good_and_total_weight(
     event: np.ndarray | None,
     n_events: int,
-    track: np.ndarray,
-    particle: np.ndarray,
+    track: tuple[np.ndarray, int],
+    particle: tuple[np.ndarray, int],
     weight: np.ndarray,
     unassigned: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -278,9 +278,11 @@ def _good_and_total_weight(
     Args:
         event: [n] int event code in [0, n_events) of each hit; None: one event.
         n_events: number of event codes (1 when ``event`` is None).
-        track: [n] int track code >= 0, distinct for distinct (event, track_id); need not
-            be dense (codes up to a few times n cost only a longer bincount).
-        particle: [n] int particle code >= 0, distinct per (event, particle_id), likewise.
+        track: ([n] int track codes in [0, n_tracks), n_tracks), distinct for distinct
+            (event, track_id); need not be dense (codes up to a few times n cost only a
+            longer table).
+        particle: ([n] int particle codes, n_particles), distinct per (event,
+            particle_id), likewise.
         weight: [n] float weight, noise already 0.
         unassigned: [n] bool, hits with a negative label (in no track); None: none.
 
@@ -289,14 +291,12 @@ def _good_and_total_weight(
         sum the same per-hit weights in the same order (uncredited ones as 0), so a
         perfect submission gets exactly credited == total.
     """
-    n_tracks = int(track.max()) + 1
-    n_particles = int(particle.max()) + 1
-    # One int64 key per hit for its (track, particle) pair: sorting the keys groups the
-    # pairs, and the run lengths are their hit counts (no hashing, no pandas).
-    # int32 keys when they fit: sorting them takes half the time of int64 ones.
-    key_type = np.int32 if n_tracks * n_particles < 2**31 else np.int64
-    keys = track.astype(key_type)
-    keys *= key_type(n_particles)
+    (track, n_tracks), (particle, n_particles) = track, particle
+    # One integer key per hit for its (track, particle) pair: sorting the keys groups the
+    # pairs, and the run lengths are their hit counts (no hashing, no pandas). int32 keys
+    # when they fit: they sort in half the time of int64 ones.
+    keys = track.astype(np.int32 if n_tracks * n_particles < 2**31 else np.int64)
+    keys *= n_particles
     keys += particle
     keys.sort()
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
@@ -339,13 +339,15 @@ def _scores(hits: pd.DataFrame) -> pd.Series:
         raise ValueError("no hits to score: truth and submission are both empty")
     event_id = hits[EVENT].to_numpy()
     event, n_events = _dense_codes(event_id)
-    track, _ = _dense_codes(event_id, hits["track_id"].to_numpy())
     particle_id = hits["particle_id"].to_numpy()
-    particle, _ = _dense_codes(event_id, particle_id)
     weight = _noise_free_weight(particle_id, hits["weight"].to_numpy(dtype=float))
-    unassigned = unassigned_labels(hits["track_id"].to_numpy())
     good_weight, total = _good_and_total_weight(
-        event, n_events, track, particle, weight, unassigned
+        event,
+        n_events,
+        _dense_codes(event_id, hits["track_id"].to_numpy()),
+        _dense_codes(event_id, particle_id),
+        weight,
+        unassigned_labels(hits["track_id"].to_numpy()),
     )
     representative = np.empty(n_events, dtype=np.int64)
     representative[event] = np.arange(len(hits))
@@ -365,6 +367,14 @@ def _check_total(total: np.ndarray, event_ids: np.ndarray) -> None:
         )
 
 
+# --------------------------------------------------------------------------------------
+# The one-event fast path of score_event
+# --------------------------------------------------------------------------------------
+
+#: Integer ids spanning at most this many times their count (+1024) are codes as they are.
+_COMPACT_SPAN = 4
+
+
 def _integer_column(frame: pd.DataFrame, column: str) -> np.ndarray | None:
     """The column as a numpy integer array, or None (absent, float, nullable, strings)."""
     if column not in frame.columns:
@@ -373,30 +383,31 @@ def _integer_column(frame: pd.DataFrame, column: str) -> np.ndarray | None:
     return values if values.dtype.kind in "iu" else None
 
 
-def _compact_codes(values: np.ndarray, span: int) -> np.ndarray | None:
-    """Non-negative int64 codes ``values - offset`` for integers spanning at most ``span``
-    values (then a bincount or table over the codes is as cheap as over dense codes),
-    else None. Non-negative int64 values come back as they are (no copy)."""
-    low, high = int(values.min()), int(values.max())
-    if high - low >= span or high >= 2**62:  # (uint64 ids past int64 are hashed)
-        return None
-    if low >= 0 and high < span and values.dtype == np.int64:
-        return values
-    return values.astype(np.int64) - low
+def _offsets(values: np.ndarray, low: int, high: int) -> tuple[np.ndarray, int] | None:
+    """(integer ids in [low, high] as non-negative offsets, table size), or None when
+    the range is wider than a few times the ids' count (a table would be mostly empty).
 
-
-def _codes(values: np.ndarray) -> np.ndarray:
-    """Non-negative int64 codes of integer ids, equal exactly for equal ids.
-
-    Compact ids (TrackML hit ids, HDBSCAN labels) are their own codes; widely spread ones
-    (TrackML's 64-bit particle ids) are hashed by ``pd.factorize``.
+    Non-negative ids are their own offsets (no copy); others are shifted by ``low``.
     """
-    codes = _compact_codes(values, _COMPACT_SPAN * len(values) + 1024)
-    return codes if codes is not None else pd.factorize(values)[0].astype(np.int64, copy=False)
+    if high - low >= _COMPACT_SPAN * len(values) + 1024 or high >= 2**62:
+        return None
+    if low >= 0:
+        return values, high + 1
+    return values.astype(np.int64) - low, high - low + 1
 
 
-#: Integer ids spanning at most this many times their count (+1024) are codes as they are.
-_COMPACT_SPAN = 4
+def _codes(values: np.ndarray) -> tuple[tuple[np.ndarray, int], bool]:
+    """((codes, n_codes), any negative id) of integer ids; equal ids, equal codes.
+
+    Compact ids (TrackML hit ids, HDBSCAN labels) are offsets into a table; widely spread
+    ones (TrackML's 64-bit particle ids) are hashed by ``pd.factorize``.
+    """
+    low, high = int(values.min()), int(values.max())
+    offsets = _offsets(values, low, high)
+    if offsets is None:
+        codes, uniques = pd.factorize(values)
+        offsets = codes, len(uniques)
+    return offsets, low < 0
 
 
 def _single_event(frame: pd.DataFrame) -> int | None:
@@ -407,6 +418,36 @@ def _single_event(frame: pd.DataFrame) -> int | None:
     if events is None or len(events) == 0 or events.min() != events.max():
         return None
     return int(events[0])
+
+
+def _submitted_row(truth_hits: np.ndarray, submission_hits: np.ndarray) -> np.ndarray | None:
+    """[n] row of the submission holding each truth hit, or None.
+
+    None when the ids are too spread out for a table, or when not every truth hit is
+    submitted exactly once with nothing else (equal lengths are the caller's check).
+    """
+    if np.array_equal(truth_hits, submission_hits):
+        # One event table gave both frames: no join, only distinct ids to check.
+        row = np.arange(len(truth_hits), dtype=np.int32)
+        if len(row) < 2 or (truth_hits[1:] > truth_hits[:-1]).all():
+            return row
+    low = min(int(truth_hits.min()), int(submission_hits.min()))
+    high = max(int(truth_hits.max()), int(submission_hits.max()))
+    truth_slot = _offsets(truth_hits, low, high)
+    submission_slot = _offsets(submission_hits, low, high)
+    if truth_slot is None or submission_slot is None:
+        return None
+    # Hit ids as offsets into one int32 table: the join is a scatter and a gather.
+    row_of_slot = np.full(truth_slot[1], -1, dtype=np.int32)
+    row_of_slot[submission_slot[0]] = np.arange(len(submission_hits), dtype=np.int32)
+    row = row_of_slot[truth_slot[0]]
+    # Every truth hit finds a distinct submitted row and every row is found: no hit is
+    # missing, extra or duplicated in either frame.
+    if row.min() < 0:
+        return None
+    seen = np.zeros(len(row), dtype=bool)
+    seen[row] = True
+    return row if seen.all() else None
 
 
 def _fast_score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float | None:
@@ -436,44 +477,22 @@ def _fast_score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float | 
     # Two reductions, no temporary: NaN fails the first test, +inf the second.
     if not (weight.min() >= 0 and weight.max() < np.inf):
         return None
-    # Hit ids as offsets into one table: the join is a scatter and a gather.
-    low = min(int(truth_hits.min()), int(submission_hits.min()))
-    span = _COMPACT_SPAN * n_hits + 1024
-    truth_slot = _compact_codes(truth_hits - low if low < 0 else truth_hits, span)
-    submission_slot = _compact_codes(submission_hits - low if low < 0 else submission_hits, span)
-    if truth_slot is None or submission_slot is None:
-        return None
-    # int32 tables (n < 2**31 here): half the memory traffic of the random accesses.
-    n_slots = max(int(truth_slot.max()), int(submission_slot.max())) + 1
-    row_of_slot = np.full(n_slots, -1, dtype=np.int32)
-    row_of_slot[submission_slot] = np.arange(n_hits, dtype=np.int32)
-    row = row_of_slot[truth_slot]
-    # Every truth hit finds a distinct submitted row and every row is found: no hit is
-    # missing, extra or duplicated in either frame (equal lengths were checked above).
-    if not _is_permutation(row):
+    row = _submitted_row(truth_hits, submission_hits)
+    if row is None:
         return None
     track_id = track_id[row]
-    unassigned = track_id < 0 if track_id.min() < 0 else None
+    track_codes, any_unassigned = _codes(track_id)
     good_weight, total = _good_and_total_weight(
         None,
         1,
-        _codes(track_id),
-        _codes(particle_id),
+        track_codes,
+        _codes(particle_id)[0],
         _noise_free_weight(particle_id, weight),
-        unassigned,
+        track_id < 0 if any_unassigned else None,
     )
     if total[0] <= 0:
         return None
     return float(good_weight[0] / total[0])
-
-
-def _is_permutation(row: np.ndarray) -> bool:
-    """Whether the [n] ints ``row`` hold each of 0..n-1 exactly once."""
-    if row.min() < 0:
-        return False
-    seen = np.zeros(len(row), dtype=bool)
-    seen[row] = True
-    return bool(seen.all())
 
 
 def score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float:

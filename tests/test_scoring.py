@@ -776,6 +776,8 @@ def test_score_event_refuses_bad_input_of_equal_length() -> None:
     both_doubled = truth.assign(hit_id=doubled["hit_id"])
     with pytest.raises(ValueError, match=r"truth has duplicated hits: hit_id 3 "):
         score_event(both_doubled, doubled)
+    with pytest.raises(ValueError, match=r"truth has duplicated hits: hit_id 3 "):
+        score_event(both_doubled, doubled.iloc[::-1])  # same ids, other order
     shifted = submission.assign(hit_id=submission["hit_id"] + 1)  # 1 missing, 11 extra
     with pytest.raises(ValueError, match=r"submission lacks truth hits: hit_id 1 "):
         score_event(truth, shifted)
@@ -814,7 +816,7 @@ def test_trackformers_efficiencies_match_the_oracles_on_random_events(seed: int)
 
 def test_published_efficiencies_of_the_sample_event(trackml_sample_dir: Path) -> None:
     """The real event through the TrackML loader: the numbers quoted in issue 17.5."""
-    from data_processing.trackml_data import read_event
+    from data_processing.trackml_events import read_event
 
     truth = read_event(trackml_sample_dir / "event000000001").truth
     particle_id = truth["particle_id"].to_numpy()
