@@ -92,6 +92,33 @@ class Detector:
     bin_modules: np.ndarray
 
     @property
+    def normal(self) -> np.ndarray:
+        """Unit normals [M, 3] (the rotations' third columns)."""
+        return self._frame_column(2)
+
+    @property
+    def plane_offset(self) -> np.ndarray:
+        """n . c [M] (mm): a point x lies on module m's mid-plane when n_m . x = offset_m."""
+        key = "_plane_offset"
+        if key not in self.__dict__:
+            object.__setattr__(self, key, np.einsum("ij,ij->i", self.normal, self.centre))
+        return self.__dict__[key]
+
+    def _frame_column(self, column: int) -> np.ndarray:
+        """Column ``column`` [M, 3] of every rotation, cached (contiguous for fast gathers)."""
+        key = f"_frame_{column}"
+        if key not in self.__dict__:  # a derived read-only array, computed once
+            object.__setattr__(self, key, np.ascontiguousarray(self.rotation[:, :, column]))
+        return self.__dict__[key]
+
+    def local_uv(self, module: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Local (u, v) [n] each of global points [n, 3] on modules [n]."""
+        offset = points - self.centre[module]
+        u = np.einsum("ij,ij->i", offset, self._frame_column(0)[module])
+        v = np.einsum("ij,ij->i", offset, self._frame_column(1)[module])
+        return u, v
+
+    @property
     def n_modules(self) -> int:
         return len(self.module_id)
 
@@ -371,7 +398,8 @@ def to_global(det: Detector, module: np.ndarray, local: np.ndarray) -> np.ndarra
 
 
 def inside_bounds(det: Detector, module: np.ndarray, local: np.ndarray) -> np.ndarray:
-    """True [n] where local (u, v) lies within the module's rectangle or trapezoid."""
+    """True [n] where local (u, v) (the first two columns of ``local``) lies within the
+    module's rectangle or trapezoid."""
     u, v = local[:, 0], local[:, 1]
     hv = det.hv[module]
     hu = half_width_u(det.minhu[module], det.maxhu[module], hv, v)

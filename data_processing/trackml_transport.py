@@ -133,16 +133,14 @@ def intersect_segments(det: geo.Detector, p0, d0, p1, d1, h):
         return empty, empty, np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3))
     pair, module = geo.candidate_modules(det, layer, p0[seg], p1[seg])
     s = seg[pair]
-    normal = det.rotation[module][:, :, 2]
-    centre = det.centre[module]
-    a0 = np.einsum("ij,ij->i", normal, p0[s] - centre)
-    a1 = np.einsum("ij,ij->i", normal, p1[s] - centre)
-    hs = h[s]
-    b0 = np.einsum("ij,ij->i", normal, d0[s]) * hs
-    b1 = np.einsum("ij,ij->i", normal, d1[s]) * hs
-    sign_change = (a0 == 0) | (np.sign(a0) != np.sign(a1))
-    keep = np.flatnonzero(sign_change)
-    s, module, a0, a1, b0, b1 = s[keep], module[keep], a0[keep], a1[keep], b0[keep], b1[keep]
+    normal = det.normal[module]
+    offset = det.plane_offset[module]
+    a0 = np.einsum("ij,ij->i", normal, p0[s]) - offset
+    a1 = np.einsum("ij,ij->i", normal, p1[s]) - offset
+    keep = np.flatnonzero((a0 == 0) | (np.signbit(a0) != np.signbit(a1)))
+    s, module, a0, a1, normal = s[keep], module[keep], a0[keep], a1[keep], normal[keep]
+    b0 = np.einsum("ij,ij->i", normal, d0[s]) * h[s]
+    b1 = np.einsum("ij,ij->i", normal, d1[s]) * h[s]
     t = a0 / np.where(a0 != a1, a0 - a1, 1.0)
     for _ in range(3):  # Newton on the scalar cubic n.(H(t) - c) = 0
         t2, t3 = t * t, t * t * t
@@ -157,8 +155,8 @@ def intersect_segments(det: geo.Detector, p0, d0, p1, d1, h):
     ok = t < 1.0
     s, module, t = s[ok], module[ok], t[ok]
     point, tangent = _hermite(t[:, None], p0[s], d0[s] * h[s, None], p1[s], d1[s] * h[s, None])
-    local = geo.to_local(det, module, point)
-    inside = geo.inside_bounds(det, module, local)
+    u, v = det.local_uv(module, point)
+    inside = geo.inside_bounds(det, module, np.stack([u, v], axis=1))
     s, module, t, point, tangent = (
         s[inside],
         module[inside],
@@ -273,7 +271,7 @@ def transport(
             out["position"].append(point)
             out["momentum"].append(cross_dir * p[seg, None])
             out["path"].append(path[seg] + t * h[seg])
-            cosine = np.abs(np.einsum("ij,ij->i", cross_dir, det.rotation[module][:, :, 2]))
+            cosine = np.abs(np.einsum("ij,ij->i", cross_dir, det.normal[module]))
             x = material[module] / np.maximum(cosine, 0.1)
             if config.scattering:
                 _scatter(seg, t, h[seg], p[seg], x, cross_dir, new_dir, new_pos, rng)
