@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,7 +29,6 @@ import torch
 
 from checkpoint import load_checkpoint
 from data_processing.batching import DeviceEvents
-from data_processing.data_types import DATA_TYPES
 from data_processing.dataset import EventSet, Normaliser
 from data_processing.derived_data import EventSelection
 from data_processing.domain_decomposition import (
@@ -41,10 +41,20 @@ from data_processing.domain_decomposition import (
     split_into_regions,
     write_region_file,
 )
+from data_processing.errors import UserError, run_cli
 from evaluation.checkpoint_data import training_data_path
 from evaluation.clustering import ClusteringConfig, cluster_events
 from evaluation.inference import predict_track_params, reconstruct, score_reconstruction
-from evaluation.options import EvaluationOptions
+from evaluation.options import (
+    EvaluationOptions,
+    add_dataclass_arguments,
+    apply_threads,
+    check_writable_file,
+    config_from_namespace,
+    new_parser,
+    option,
+    thread_note,
+)
 from evaluation.pipeline import load_setup, write_json
 from model import TransformerRegressor
 
@@ -99,14 +109,28 @@ def reconstruct_by_regions(
 class DecompositionEvalConfig(EvaluationOptions):
     """One CLI run: a checkpoint, its events and one decomposition per phi_regions value."""
 
-    model_name: str = "runs/transformer_regressor.pt"
-    theta_edges: tuple[float, ...] = (0.0, math.pi)
-    phi_regions: tuple[int, ...] = (4,)
-    phi_start: float = -math.pi
-    overlap: float = 0.05
-    min_shared_hits: int = 2
-    merge: tuple[str, ...] = ("labels",)
-    write_regions: str | None = None  # write region events for training instead
+    model_name: str = option("runs/transformer_regressor.pt", "checkpoint written by training")
+    theta_edges: tuple[float, ...] = option(
+        (0.0, math.pi), "polar-angle band edges, rad, covering [0, pi] (one band: 0 pi)"
+    )
+    phi_regions: tuple[int, ...] = option(
+        (4,), "equal azimuth sectors; several values = several splits compared"
+    )
+    phi_start: float = option(-math.pi, "start of the first azimuth sector, rad")
+    overlap: float = option(0.05, "margin added to each side of a region, rad")
+    min_shared_hits: int = option(2, "overlap hits two tracks must share to be joined")
+    merge: tuple[str, ...] = option(
+        ("labels",),
+        "labels: cluster per region and merge labels; params: merge predictions and "
+        "cluster whole events (several = compare)",
+        choices=MERGE_MODES,
+    )
+    write_regions: str | None = option(
+        None,
+        "instead of scoring, write the region events (of --data_path, or of the model's "
+        "train+val events) to this file as a training data file",
+        metavar="OUT",
+    )
 
     def decompositions(self) -> list[DecompositionConfig]:
         """One decomposition per (``phi_regions``, ``merge``) value."""
@@ -127,11 +151,11 @@ def write_regions_for_training(config: DecompositionEvalConfig) -> dict[str, Any
     region model trained on the file never sees the base model's test events.
     """
     if len(config.phi_regions) != 1:
-        raise ValueError("--write_regions takes a single --phi_regions value")
+        raise UserError("--write_regions takes a single --phi_regions value")
     # The region events are the same for every merge mode.
     if config.data_path is not None:
         if config.data_type is None:
-            raise ValueError("--write_regions with --data_path needs --data_type")
+            raise UserError("--write_regions with --data_path needs --data_type")
         path, data_type, selection = config.data_path, config.data_type, None
     else:
         state = load_checkpoint(config.model_name)
@@ -144,8 +168,13 @@ def write_regions_for_training(config: DecompositionEvalConfig) -> dict[str, Any
     return write_region_file(path, data_type, config.write_regions, decomposition, selection)
 
 
-def evaluate_decomposition(config: DecompositionEvalConfig) -> dict[str, Any]:
-    """Score the undivided events and every requested decomposition of the same events."""
+def evaluate_decomposition(
+    config: DecompositionEvalConfig, report: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Score the undivided events and every requested decomposition of the same events.
+
+    ``report`` sees the results before ``config.output`` is written.
+    """
     setup = load_setup(config)
     model, normaliser, events = setup.model, setup.normaliser, setup.events
     clustering, device = setup.clustering, setup.device
@@ -170,6 +199,8 @@ def evaluate_decomposition(config: DecompositionEvalConfig) -> dict[str, Any]:
                 "timings_s": merged.timings,
             }
         )
+    if report is not None:
+        report(results)
     if config.output:
         write_json(results, config.output)
     return results
@@ -201,74 +232,27 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
+        "Score a checkpoint on whole events and on (theta, phi)-decomposed events.",
         prog="python -m evaluation.decomposition",
-        description="Score a checkpoint on whole events and on (theta, phi)-decomposed events.",
     )
-    parser.add_argument(
-        "--model_name",
-        default=DecompositionEvalConfig.model_name,
-        help="checkpoint written by training (default: %(default)s)",
-    )
-    parser.add_argument("--data_path", help="evaluate on this file instead of the test split")
-    parser.add_argument("--data_type", choices=DATA_TYPES)
-    parser.add_argument("--split", choices=("auto", "train", "val", "test", "all"), default="auto")
-    parser.add_argument("--max_events", type=int)
-    parser.add_argument(
-        "--theta_edges",
-        type=float,
-        nargs="+",
-        default=[0.0, math.pi],
-        help="polar-angle band edges, rad, covering [0, pi] (default: one band)",
-    )
-    parser.add_argument(
-        "--phi_regions",
-        type=int,
-        nargs="+",
-        default=[4],
-        help="equal azimuth sectors; several values = several splits compared",
-    )
-    parser.add_argument("--phi_start", type=float, default=-math.pi, help="first sector start")
-    parser.add_argument("--overlap", type=float, default=0.05, help="margin per side, rad")
-    parser.add_argument("--min_shared_hits", type=int, default=2)
-    parser.add_argument(
-        "--merge",
-        nargs="+",
-        choices=MERGE_MODES,
-        default=["labels"],
-        help="labels: cluster per region and merge labels; params: merge predictions "
-        "and cluster whole events (several = compare)",
-    )
-    parser.add_argument("--min_cluster_size", type=int)
-    parser.add_argument("--min_samples", type=int)
-    parser.add_argument("--cluster_jobs", type=int, default=-1, help="-1: all cores")
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output", help="write the results as JSON here")
-    parser.add_argument(
-        "--write_regions",
-        metavar="OUT",
-        help="instead of scoring, write the region events (of --data_path, or of the "
-        "model's train+val events) to OUT as a training data file",
-    )
-    return parser
+    return add_dataclass_arguments(parser, DecompositionEvalConfig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = vars(build_arg_parser().parse_args(argv))
-    args["theta_edges"] = tuple(args["theta_edges"])
-    args["phi_regions"] = tuple(args["phi_regions"])
-    args["merge"] = tuple(args["merge"])
-    config = DecompositionEvalConfig(**args)
-    print("config:", json.dumps(asdict(config), sort_keys=True))
+    config = config_from_namespace(DecompositionEvalConfig, build_arg_parser().parse_args(argv))
+    threads = apply_threads(config.threads)
+    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    if config.output:
+        check_writable_file(config.output, "--output")
     if config.write_regions:
+        check_writable_file(config.write_regions, "--write_regions")
         report = write_regions_for_training(config)
         print("wrote region events:", json.dumps(report))
         return report
-    results = evaluate_decomposition(config)
-    print(format_results(results))
+    results = evaluate_decomposition(config, report=lambda r: print(format_results(r), flush=True))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

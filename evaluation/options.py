@@ -81,6 +81,10 @@ def add_dataclass_arguments(
             keywords["required"] = True
         if "metavar" in f.metadata:
             keywords["metavar"] = f.metadata["metavar"]
+        default = keywords.get("default")
+        if is_tuple and isinstance(default, tuple | list):
+            # Shown as typed on the command line ("2 3 4"), not as a Python tuple.
+            keywords["help"] += f" (default: {' '.join(str(value) for value in default)})"
         if kind is bool:
             keywords["action"] = argparse.BooleanOptionalAction
         else:

@@ -28,6 +28,7 @@ from data_processing.redvid import SimulationConfig, generate_dataset
 from evaluation import inference, performance_stats, pipeline
 from evaluation import test as evaluation_test
 from evaluation.clustering import ClusteringConfig
+from evaluation.efficiencies import MatchSettings
 from evaluation.inference import reconstruct, regression_errors, score_reconstruction
 from refiner import training_refiner
 from tests.conftest import make_tiny_train_config
@@ -386,7 +387,7 @@ def test_score_reconstruction_of_the_truth() -> None:
     labels = np.where(events.particle_id > 0, events.particle_id, 100 + np.arange(11))
     # The project variant: truth scores 100 %. (The published "trackformers" LHC counts
     # the two noise singletons as submitted tracks: 3 / 5.)
-    result = score_reconstruction(events, labels, "trackformers_min_hits")
+    result = score_reconstruction(events, labels, MatchSettings("trackformers_min_hits"))
     assert score_reconstruction(events, labels)["lhc"] == pytest.approx(3 / 5)
     assert result["trackml_score"] == 1.0 and result["n_events"] == 2
     assert result["perfect"] == result["double_majority"] == result["lhc"] == 1.0
@@ -420,6 +421,14 @@ def test_a_shipped_checkpoint_is_scored_on_the_test_set_it_names(
     metrics = evaluation_test.main(["--model_name", str(shipped), "--cluster_jobs", "1"])
     assert metrics["n_events"] == 30  # the named set, not the training file's 45-event split
     assert (tmp_path / "data" / "redvid_linear_3_30ev_seed11.csv").exists()
+    # --max_events below the named set's size simulates only that many events (same seed),
+    # not the whole set first.
+    (tmp_path / "data" / "redvid_linear_3_30ev_seed11.csv").unlink()
+    few = evaluation_test.main(["--model_name", str(shipped), "--max_events", "7"])
+    assert few["n_events"] == 7
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "redvid_linear_3_7ev_seed11.csv"
+    ]
     # The training file's splits stay reachable (grid search tunes on its val split).
     config = evaluation_test.EvaluationConfig(model_name=str(shipped), split="val")
     val = pipeline.evaluation_events(load_checkpoint(shipped), config)
