@@ -38,7 +38,7 @@ def parse_count_range(spec: str, what: str = "count") -> tuple[int, int]:
         (min, max) with 1 <= min <= max; ``"N"`` gives (N, N).
 
     Raises:
-        ValueError: ``spec`` has another form, or min < 1 or max < min.
+        UserError: ``spec`` has another form, or min < 1 or max < min.
     """
     match = _COUNT_RANGE_RE.fullmatch(spec)
     if match is None:
@@ -63,7 +63,7 @@ def read_csv(path: str | os.PathLike[str], description: str, **kwargs: Any) -> p
 
     Raises:
         FileNotFoundError: the file does not exist (unchanged, it names the path).
-        ValueError: ``"<path>: file is empty"`` for an empty file; ``"<path>: not a readable
+        UserError: ``"<path>: file is empty"`` for an empty file; ``"<path>: not a readable
             <description> (<reason>)"`` when pandas cannot parse it, the bytes are not
             UTF-8 text (e.g. a parquet file passed as a CSV) or a ``.gz`` is corrupt or
             truncated.

@@ -2,10 +2,10 @@
 
 Every place that used to ask ``data_type == "trackml"`` asks the registry instead:
 ``data_type_named(name)`` gives the ``DataType`` with its file format, reader, hit-table
-builder, input and target columns, particle column, length unit and whether training can
-simulate a default set of it. ``DATA_TYPES`` is the tuple of the names (command-line
-choices). The published HDBSCAN settings are keyed by ``"<name>:<tracks>"``
-(``evaluation.clustering.PUBLISHED_HDBSCAN``).
+builder, input and target columns, how a row's particle (and noise) is read, its length
+unit and whether training can simulate a default set of it. ``DATA_TYPES`` is the tuple
+of the names (command-line choices). The published HDBSCAN settings are keyed by
+``"<name>:<tracks>"`` (``evaluation.clustering.PUBLISHED_HDBSCAN``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ class DataType:
         (a converted hit table, ``hit_table``).
     simulated: training simulates a default set of this type when no file is given.
     length_unit: unit of the hit coordinates ("m" or "mm").
-    particle_column: the file's column naming a hit's particle.
     derived_suffix: file suffix of a derived file (refiner groups, regions) of this type.
     input_columns: hit-table columns fed to the model.
     read_rows: (path) -> the file's rows in its own layout, validated.
@@ -55,7 +54,6 @@ class DataType:
     file_format: str
     simulated: bool
     length_unit: str
-    particle_column: str
     derived_suffix: str
     input_columns: tuple[str, ...]
     read_rows: Callable[[Path], pd.DataFrame] = field(repr=False)
@@ -71,7 +69,6 @@ def _redvid(name: str) -> DataType:
         file_format="redvid",
         simulated=True,
         length_unit="m",
-        particle_column="track_id",
         derived_suffix=".csv",
         input_columns=REDVID_INPUT_COLUMNS,
         read_rows=lambda path: read_redvid_rows(path, name),
@@ -86,7 +83,6 @@ _TRACKML = DataType(
     file_format="hit_table",
     simulated=False,
     length_unit="mm",
-    particle_column="particle_id",
     derived_suffix=".parquet",
     input_columns=INPUT_COLUMNS,
     read_rows=read_hit_table,

@@ -194,7 +194,7 @@ def require_integral(
 
 
 def table_format(path: Path) -> str:
-    """Storage format ("parquet" or "csv") from the file name; ValueError otherwise."""
+    """Storage format ("parquet" or "csv") from the file name; UserError otherwise."""
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         return "parquet"
@@ -311,7 +311,7 @@ class HitTableWriter:
 def write_hit_table(table: pd.DataFrame, out_path: str | os.PathLike[str]) -> None:
     """Write one hit table atomically to .parquet, .csv.gz or .csv.
 
-    ``table`` must have ``HIT_TABLE_COLUMNS`` (else ValueError naming the file and the
+    ``table`` must have ``HIT_TABLE_COLUMNS`` (else UserError naming the file and the
     missing columns); they are written first, in that order, then every other column of
     ``table`` (``read_hit_table`` keeps such extras, so nothing is dropped).
     """
@@ -330,22 +330,13 @@ def read_hit_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     sorted by event_id with the file's row order kept within an event (stable sort), index
     0..n-1.
 
-    Raises FileNotFoundError for a missing file and ValueError naming the file (and column)
+    Raises FileNotFoundError for a missing file and UserError naming the file (and column)
     for: unsupported suffix, unreadable file, empty table, missing or non-numeric column,
     NaN in an id/integer column, x/y/z or weight, NaN targets on hits with particle_id != 0,
     a charge q not in {-1, +1}, or a hit_id repeated within a sub-event.
     """
     file = Path(path)
-    fmt = table_format(file)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: hit table not found")
-    if fmt == "csv":
-        frame = read_csv(file, "csv hit table")
-    else:
-        try:
-            frame = pd.read_parquet(file, engine="pyarrow")
-        except (pa.ArrowException, OSError) as e:
-            raise UserError(f"{file}: not a readable parquet hit table ({e})") from e
+    frame = _read_table_file(file)
     if frame.empty:
         raise UserError(f"{file}: the hit table is empty")
     missing = [c for c in REQUIRED_HIT_TABLE_COLUMNS if c not in frame.columns]
@@ -354,6 +345,30 @@ def read_hit_table(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{file}: missing hit table column(s) {', '.join(missing)} "
             f"(found {', '.join(map(str, frame.columns))})"
         )
+    frame = _with_contract_dtypes(frame, file)
+    _check_contract_values(frame, file)
+    return frame.sort_values("event_id", kind="stable").reset_index(drop=True)
+
+
+def _read_table_file(file: Path) -> pd.DataFrame:
+    """The raw table of a .parquet/.csv[.gz] file; UserError if it cannot be read."""
+    fmt = table_format(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: hit table not found")
+    if fmt == "csv":
+        return read_csv(file, "csv hit table")
+    try:
+        return pd.read_parquet(file, engine="pyarrow")
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{file}: not a readable parquet hit table ({e})") from e
+
+
+def _with_contract_dtypes(frame: pd.DataFrame, file: Path) -> pd.DataFrame:
+    """``frame`` with every contract column present cast to ``HIT_TABLE_DTYPES``.
+
+    UserError naming ``file`` and the column for a non-numeric column, or a NaN or a
+    fractional value in an integer column.
+    """
     for name, dtype in HIT_TABLE_DTYPES.items():
         if name not in frame.columns:
             continue
@@ -366,6 +381,12 @@ def read_hit_table(path: str | os.PathLike[str]) -> pd.DataFrame:
             if not pd.api.types.is_integer_dtype(col):
                 raise UserError(f"{file}: column {name} must hold integers (dtype {col.dtype})")
         frame[name] = col.astype(dtype)
+    return frame
+
+
+def _check_contract_values(frame: pd.DataFrame, file: Path) -> None:
+    """UserError naming ``file`` for NaN positions or weights, NaN targets or a charge
+    other than +-1 on particle hits, or a hit_id repeated within an event."""
     for name in (*INPUT_COLUMNS, "weight"):
         n_nan = int(frame[name].isna().sum())
         if n_nan:
@@ -386,4 +407,3 @@ def read_hit_table(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{file}: {int(duplicated.sum())} hit_id(s) repeated within a sub-event, e.g. "
             f"event_id {int(frame.loc[duplicated, 'event_id'].iloc[0])}"
         )
-    return frame.sort_values("event_id", kind="stable").reset_index(drop=True)

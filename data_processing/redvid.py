@@ -217,6 +217,73 @@ def _draw_accepted(
     return a, b, d, phi0
 
 
+def _free_extent(geometry: DetectorGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer id, the free coordinate's allowed interval [low, high] (m): z in [-L, L]
+    on a barrel cylinder, r in [inner, outer] on a disk. Two (n_layers,) arrays."""
+    free_low = np.concatenate(
+        [-np.asarray(geometry.barrel_half_lengths), np.asarray(geometry.disk_inner_radii)]
+    )
+    free_high = np.concatenate(
+        [np.asarray(geometry.barrel_half_lengths), np.asarray(geometry.disk_outer_radii)]
+    )
+    return free_low, free_high
+
+
+def _smear_along_surface(
+    config: SimulationConfig,
+    rng: np.random.Generator,
+    layer: np.ndarray,
+    r: np.ndarray,
+    z: np.ndarray,
+    phi: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian smearing (``config.noise_sigma``, m) of hits (H,) on their layers.
+
+    Along the surface only, so the hit stays on its layer (r of a barrel hit, |z| of a
+    disk hit exact), clipped so it stays within the layer's extent. Returns (r, z, phi).
+    """
+    free_low, free_high = _free_extent(config.geometry)
+    shift_free, shift_arc = rng.normal(0.0, config.noise_sigma, (2, len(r)))
+    on_disk = layer >= config.geometry.n_barrels
+    lo, hi = free_low[layer], free_high[layer]
+    z = np.where(on_disk, z, np.clip(z + shift_free, lo, hi))
+    r_smeared = np.where(on_disk, np.clip(r + shift_free, lo, hi), r)
+    phi = phi + shift_arc / np.maximum(r, 1e-9)
+    return r_smeared, z, phi
+
+
+def _noise_hits(
+    config: SimulationConfig, rng: np.random.Generator, real_hits_per_event: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Random noise hits (``config.noise_hits_per_event``) of the block's events.
+
+    Uniform over the layer ids and uniform in area on the chosen surface (z uniform on a
+    cylinder, r^2 uniform on a disk). Returns (event, layer, r, phi, z), (N,) each.
+    """
+    geometry = config.geometry
+    n_events = len(real_hits_per_event)
+    rate = config.noise_hits_per_event
+    if rate >= 1:
+        noise_per_event = np.full(n_events, round(rate), dtype=np.int64)
+    else:
+        noise_per_event = np.rint(rate * real_hits_per_event).astype(np.int64)
+    n_noise = int(noise_per_event.sum())
+    noise_event = np.repeat(np.arange(n_events), noise_per_event)
+    noise_layer = rng.integers(0, geometry.n_layers, n_noise)
+    noise_phi = rng.uniform(-np.pi, np.pi, n_noise)
+    free_low, free_high = _free_extent(geometry)
+    lo, hi = free_low[noise_layer], free_high[noise_layer]
+    free = rng.uniform(0.0, 1.0, n_noise)
+    side = np.where(rng.random(n_noise) < 0.5, -1.0, 1.0)
+    noise_on_disk = noise_layer >= geometry.n_barrels
+    surface = np.concatenate([np.asarray(geometry.barrel_radii), np.asarray(geometry.disk_z)])[
+        noise_layer
+    ]
+    noise_r = np.where(noise_on_disk, np.sqrt(lo**2 + free * (hi**2 - lo**2)), surface)
+    noise_z = np.where(noise_on_disk, side * surface, lo + free * (hi - lo))
+    return noise_event, noise_layer, noise_r, noise_phi, noise_z
+
+
 def _simulate_block(config: SimulationConfig, first_event: int, n_events: int) -> pd.DataFrame:
     """Simulate events first_event .. first_event + n_events - 1 of one seed block.
 
@@ -244,47 +311,15 @@ def _simulate_block(config: SimulationConfig, first_event: int, n_events: int) -
     z = z_all[hit_track, hit_layer].copy()
     phi = phi0[hit_track] + d[hit_track] * t
 
-    n_barrels = geometry.n_barrels
-    # Per layer: the surface coordinate and the free coordinate's allowed interval
-    # (barrel: z in [-L, L]; disk: r in [inner, outer]).
-    free_low = np.concatenate(
-        [-np.asarray(geometry.barrel_half_lengths), np.asarray(geometry.disk_inner_radii)]
-    )
-    free_high = np.concatenate(
-        [np.asarray(geometry.barrel_half_lengths), np.asarray(geometry.disk_outer_radii)]
-    )
     if config.noise_sigma > 0:
-        # Smear along the surface only so the hit stays on its layer (r of a barrel hit,
-        # |z| of a disk hit exact); clip so it stays within the layer's extent.
-        shift_free, shift_arc = rng.normal(0.0, config.noise_sigma, (2, len(t)))
-        on_disk = hit_layer >= n_barrels
-        lo, hi = free_low[hit_layer], free_high[hit_layer]
-        z = np.where(on_disk, z, np.clip(z + shift_free, lo, hi))
-        r_smeared = np.where(on_disk, np.clip(r + shift_free, lo, hi), r)
-        phi = phi + shift_arc / np.maximum(r, 1e-9)
-        r = r_smeared
+        r, z, phi = _smear_along_surface(config, rng, hit_layer, r, z, phi)
 
     # --- noise hits (track_id 0), uniform over layer ids and in area on the surface ------
     real_hits_per_event = np.bincount(track_event[hit_track], minlength=n_events)
-    rate = config.noise_hits_per_event
-    if rate >= 1:
-        noise_per_event = np.full(n_events, round(rate), dtype=np.int64)
-    else:
-        noise_per_event = np.rint(rate * real_hits_per_event).astype(np.int64)
-    n_noise = int(noise_per_event.sum())
-    noise_event = np.repeat(np.arange(n_events), noise_per_event)
-    noise_layer = rng.integers(0, geometry.n_layers, n_noise)
-    noise_phi = rng.uniform(-np.pi, np.pi, n_noise)
-    lo, hi = free_low[noise_layer], free_high[noise_layer]
-    free = rng.uniform(0.0, 1.0, n_noise)
-    side = np.where(rng.random(n_noise) < 0.5, -1.0, 1.0)
-    noise_on_disk = noise_layer >= n_barrels
-    surface = np.concatenate([np.asarray(geometry.barrel_radii), np.asarray(geometry.disk_z)])[
-        noise_layer
-    ]
-    # Uniform in area: z uniform on a cylinder, r^2 uniform on a disk.
-    noise_r = np.where(noise_on_disk, np.sqrt(lo**2 + free * (hi**2 - lo**2)), surface)
-    noise_z = np.where(noise_on_disk, side * surface, lo + free * (hi - lo))
+    noise_event, noise_layer, noise_r, noise_phi, noise_z = _noise_hits(
+        config, rng, real_hits_per_event
+    )
+    n_noise = len(noise_event)
 
     # --- assemble, shuffle within events, number the hits --------------------------------
     zeros = np.zeros(n_noise)

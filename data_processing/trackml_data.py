@@ -288,7 +288,7 @@ def build_sub_events(
 
     Output: the hit table described in the module docstring (``HIT_TABLE_COLUMNS`` with
     ``HIT_TABLE_DTYPES``), rows grouped by event_id, file order within a sub-event.
-    Raises ValueError for an inconsistent event or one without eligible particles.
+    Raises UserError for an inconsistent event or one without eligible particles.
     """
     return _build(event, config, first_event_id)[0]
 

@@ -131,7 +131,7 @@ def validate_event_table(frame: pd.DataFrame, kind: str, label: str) -> pd.DataF
 
     Inputs: ``frame`` as read from the ``kind`` file ("hits", "truth" or "particles");
     ``label`` names the file in error messages. Output: the required (and known optional)
-    columns only, integers as int64 and floats as float64. Raises ValueError naming the
+    columns only, integers as int64 and floats as float64. Raises UserError naming the
     file and column for a missing column, a non-numeric column, a fractional value in an
     integer column, a NaN, a duplicated id or an empty table.
     """
@@ -185,7 +185,7 @@ def validate_event_consistency(
     """Cross-file checks: hits and truth describe the same hit_ids; every particle that
     left a hit is in the particles table, with charge +-1 and non-zero momentum.
 
-    ``labels`` names the hits, truth and particles files in messages. Raises ValueError.
+    ``labels`` names the hits, truth and particles files in messages. Raises UserError.
     """
     hits_label, truth_label, particles_label = labels
     in_truth = hits["hit_id"].isin(truth["hit_id"])
@@ -236,7 +236,7 @@ def read_event(path_or_prefix: str | os.PathLike[str], event_id: int | None = No
 
     Output: a ``TrackMLEvent`` (see its docstring for columns and dtypes).
 
-    Raises FileNotFoundError for a missing file and ValueError (naming the file and
+    Raises FileNotFoundError for a missing file and UserError (naming the file and
     column) for a missing or non-numeric column, NaN values, duplicated ids, hits without
     truth rows (or the reverse), or particles with hits that are absent from the particles
     table.
