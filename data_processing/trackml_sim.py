@@ -334,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
     args = _build_parser().parse_args(argv)
     if args.events < 0 or args.first_event_id < 0 or args.jobs < 1:
         raise UserError("--events and --first-event-id must be >= 0 and --jobs >= 1")
+    if args.as_is and args.n_particles is not None:
+        raise UserError(
+            "--n-particles cannot be combined with --as-is (as-is keeps the file's particles)"
+        )
     config = SimConfig(
         seed=args.seed,
         as_is=args.as_is,

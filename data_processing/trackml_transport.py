@@ -17,8 +17,9 @@ Material effects at every crossed module (each switchable):
   ``X_OVER_X0``) over the cosine of the incidence angle; two Gaussian angles of width
   theta0 kick the direction, and the end of the step is moved by the kick times the path
   left in the step (a kink at the crossing, to first order);
-* mean energy loss, 36.3 MeV per radiation length (minimum-ionising silicon,
-  dE/dx_min X0 = 1.664 MeV cm^2/g x 21.82 g/cm^2), pion mass assumed.
+* mean energy loss in the module's silicon (thickness / X0_Si over the incidence cosine),
+  36.3 MeV per radiation length (minimum-ionising silicon, dE/dx_min X0 =
+  1.664 MeV cm^2/g x 21.82 g/cm^2), pion mass assumed.
 
 * the particle ends at a crossing with probability ``interaction_probability`` (hadronic
   interactions truncate real tracks); later crossings in the same step are dropped.
@@ -41,6 +42,9 @@ Z_EXIT_MM = 3100.0
 PION_MASS_GEV = 0.13957
 #: Mean energy lost per radiation length of silicon by a minimum-ionising particle (GeV).
 ENERGY_LOSS_PER_X0_GEV = 0.0363
+#: Radiation length of silicon (mm). Energy loss uses the module's own silicon thickness,
+#: not the effective scattering material below, which also absorbs field-map residuals.
+SILICON_X0_MM = 93.7
 
 #: Effective material per module crossing at normal incidence (x/X0), per volume.
 #: Calibrated on the real sample event000000001: the space angle between the truth
@@ -276,7 +280,9 @@ def transport(
             if config.scattering:
                 _scatter(seg, t, h[seg], p[seg], x, cross_dir, new_dir, new_pos, rng)
             if config.energy_loss:
-                energy -= np.bincount(seg, ENERGY_LOSS_PER_X0_GEV * x, minlength=len(alive))
+                silicon = det.thickness[module] / SILICON_X0_MM / np.maximum(cosine, 0.1)
+                loss = ENERGY_LOSS_PER_X0_GEV * silicon
+                energy -= np.bincount(seg, loss, minlength=len(alive))
         turning = turning + _transverse_turn(direction, new_dir)
         pos, direction = new_pos, new_dir
         path = path + h

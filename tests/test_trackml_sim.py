@@ -337,3 +337,28 @@ def test_cli_does_not_import_torch():
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_conflicting_options_exit_with_one_line(tmp_path, capsys):
+    from data_processing.errors import run_cli
+    from data_processing.trackml_sim import main
+
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main, ["--out", str(tmp_path), "--as-is", "--n-particles", "5"])
+    assert stop.value.code == 2
+    assert "--n-particles" in capsys.readouterr().err
+
+
+def test_noise_hits_lie_on_module_surfaces(det):
+    from data_processing.trackml_sim import NOISE_VOLUME_SHARES, noise_hits
+
+    module, position = noise_hits(det, 20000, np.random.default_rng(5))
+    local = geo.to_local(det, module, position)
+    assert np.abs(local[:, 2]).max() < 1e-6
+    assert geo.inside_bounds(det, module, local * [0.999, 0.999, 1.0]).all()
+    shares = pd.Series(det.volume_id[module]).value_counts(normalize=True)
+    for volume, share in NOISE_VOLUME_SHARES.items():
+        assert shares[volume] == pytest.approx(share, abs=0.01)
+    # trapezoids: uniform on the surface, so the wide half (v > 0) holds more hits
+    trapezoid = det.maxhu[module] > det.minhu[module] + 5
+    assert 0.53 < (local[trapezoid, 1] > 0).mean() < 0.65
