@@ -28,6 +28,7 @@ import torch
 import training
 from data_processing.errors import run_cli
 from data_processing.redvid import SimulationConfig, generate_dataset
+from evaluation.options import DefaultsHelpFormatter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,8 +172,12 @@ def render_table(rows: list[dict[str, Any]], variants: dict[str, dict[str, Any]]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (paired runs)"
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names to run")
     parser.add_argument(
         "--combination",
@@ -180,13 +185,33 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="variant names to combine into one extra run ('best combination')",
     )
-    parser.add_argument("--n_events", type=int, default=AblationConfig.n_events)
-    parser.add_argument("--nr_epochs", type=int, default=AblationConfig.nr_epochs)
-    parser.add_argument("--data_seed", type=int, default=AblationConfig.data_seed)
-    parser.add_argument("--data_dir", type=Path, default=REPO_ROOT / "data")
-    parser.add_argument("--work_dir", type=Path, default=REPO_ROOT / "runs" / "ablation")
-    parser.add_argument("--results", type=Path, default=REPO_ROOT / "runs" / "ablation.json")
-    parser.add_argument("--table_only", action="store_true")
+    parser.add_argument(
+        "--n_events", type=int, default=AblationConfig.n_events, help="events simulated"
+    )
+    parser.add_argument(
+        "--nr_epochs", type=int, default=AblationConfig.nr_epochs, help="epochs per run"
+    )
+    parser.add_argument(
+        "--data_seed", type=int, default=AblationConfig.data_seed, help="simulation seed"
+    )
+    parser.add_argument(
+        "--data_dir", type=Path, default=REPO_ROOT / "data", help="simulated data cache"
+    )
+    parser.add_argument(
+        "--work_dir",
+        type=Path,
+        default=REPO_ROOT / "runs" / "ablation",
+        help="checkpoints of the runs",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=REPO_ROOT / "runs" / "ablation.json",
+        help="JSON of every run (read back by --table_only)",
+    )
+    parser.add_argument(
+        "--table_only", action="store_true", help="only rebuild the table from --results"
+    )
     parser.add_argument(
         "--untimed",
         nargs="*",

@@ -61,6 +61,7 @@ from data_processing.batching import (
 )
 from data_processing.errors import run_cli
 from evaluation.inference import predict_track_params
+from evaluation.options import DefaultsHelpFormatter
 from model import ModelConfig, TransformerRegressor
 from training_steps import Optimisation, masked_squared_error, maybe_compile, run_epoch
 
@@ -529,7 +530,9 @@ def markdown(rows, device: torch.device, command: str, skipped: list[str], args)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--cases",
@@ -539,7 +542,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument("--models", default="d32,d128", help="models of a bare CASE")
     parser.add_argument("--steps", type=int, default=0, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=0, help="timed repeats (0: automatic)")
     parser.add_argument("--pool_events", type=int, default=0, help="0: automatic")
     parser.add_argument("--out", default="", help="markdown file (default by device)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")

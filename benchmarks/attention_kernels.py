@@ -59,6 +59,7 @@ from benchmarks.attention import (
 )
 from data_processing.batching import BatchPlan, batch_event_indices
 from data_processing.errors import run_cli
+from evaluation.options import DefaultsHelpFormatter
 from model import ModelConfig, TransformerRegressor
 from training_steps import Optimisation, run_epoch
 
@@ -351,11 +352,13 @@ def markdown(
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--n_hits", type=int, default=5000, help="hits per event")
     parser.add_argument("--events", type=int, default=55, help="events per call")
-    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4, help="attention heads")
     parser.add_argument("--head_dims", default="8,32", help="comma-separated head sizes")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per kernel")
     parser.add_argument("--profile", action="store_true", help="also profile training steps")
@@ -368,7 +371,9 @@ def main(argv: list[str] | None = None) -> Path:
         default="auto,cudnn",
         help=f"varlen kernels to profile with, of {list(FLASH_KERNELS)}",
     )
-    parser.add_argument("--profile_steps", type=int, default=3)
+    parser.add_argument(
+        "--profile_steps", type=int, default=3, help="training steps profiled per model"
+    )
     parser.add_argument("--out", default="", help="markdown file (default by device)")
     parser.add_argument("--note", action="append", default=[], help="a line for the notes")
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from data_processing.errors import run_cli
+from evaluation.options import DefaultsHelpFormatter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results_threads_cpu.md"
@@ -70,7 +71,7 @@ def run_epoch(threads: int, wait_policy: str | None, n_events: int, folder: Path
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="counts to try")
     parser.add_argument(

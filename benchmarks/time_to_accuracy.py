@@ -30,13 +30,16 @@ import training
 from data_processing.dataset import Normaliser
 from data_processing.errors import run_cli
 from evaluation.inference import reconstruct, score_reconstruction
+from evaluation.options import DefaultsHelpFormatter
 from model import TransformerRegressor
 
 FIELDS = ("epoch", "train_seconds", "val_loss", "val_trackml_score")
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter
+    )
     parser.add_argument("--out", default="benchmarks/time_to_accuracy", help="file stem")
     parser.add_argument("--max_val_events", type=int, default=2000, help="events scored")
     parser.add_argument("--target", type=float, default=0.92, help="score line on the plot")

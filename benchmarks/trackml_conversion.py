@@ -35,6 +35,7 @@ from data_processing.trackml_data import (
     convert_events,
 )
 from data_processing.trackml_events import read_event
+from evaluation.options import DefaultsHelpFormatter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT.parent / "shared" / "data" / "trackml_sample" / "event000000001"
@@ -126,10 +127,15 @@ def run(repeats: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="timing repeats (median)")
     parser.add_argument(
-        "--out", type=Path, default=REPO_ROOT / "benchmarks" / "results_trackml_conversion.md"
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "benchmarks" / "results_trackml_conversion.md",
+        help="markdown table",
     )
     args = parser.parse_args(argv)
     if not SAMPLE.with_name(SAMPLE.name + "-hits.csv.gz").exists():

@@ -105,8 +105,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         if (
             "%(default)" in text
-            or "default:" in text
-            or action.default in (None, argparse.SUPPRESS)
+            or "default" in text
+            or action.default in (None, "", argparse.SUPPRESS)
             or not action.option_strings
         ):
             return text
