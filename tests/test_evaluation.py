@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -616,3 +618,37 @@ def test_a_missing_generated_training_file_is_simulated_again(
         training_refiner.resolve_source(
             training_refiner.RefinerDataConfig(base_model=str(tmp_path / "user.pt"))
         )
+
+
+def test_every_evaluation_option_has_help_and_the_help_loads_no_torch() -> None:
+    from evaluation import decomposition
+    from refiner import refined_test
+
+    parsers = {
+        "test": evaluation_test.build_arg_parser(),
+        "performance_stats": performance_stats.build_performance_parser(),
+        "refined_test": refined_test.build_arg_parser(),
+        "decomposition": decomposition.build_arg_parser(),
+    }
+    for name, parser in parsers.items():
+        bare = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+        assert bare == [], (name, bare)
+        assert "(default: 256)" in parser.format_help(), name  # --batch_size shows its default
+    assert "--display_event" not in parsers["performance_stats"].format_help()
+    # `python evaluation/test.py --help` answers without importing torch.
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['evaluation/test.py', '--help']\n"
+        "try:\n    runpy.run_path('evaluation/test.py', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "--grid_min_samples" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == "False"

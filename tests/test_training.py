@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import training
+import training_config
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from data_processing.errors import UserError, run_cli
 from data_processing.redvid import SimulationConfig, generate_dataset
@@ -357,3 +358,15 @@ def test_metrics_are_printed_before_they_are_written(
     captured = capsys.readouterr()
     assert "TrackML score:" in captured.out  # the numbers are not lost
     assert "m.json: Permission denied" in captured.err
+
+
+def test_every_training_option_has_help_and_shows_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # one line per option
+    parser = training_config.build_arg_parser()
+    bare = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    assert bare == []
+    text = parser.format_help()
+    assert "(default: 40)" in text and "(default: runs/transformer_regressor.pt)" in text
+    assert "--no-progress" in text and "--threads" in text
