@@ -610,24 +610,12 @@ def _figure_residuals(near: pd.DataFrame, path: Path) -> None:
 
 def _figure_angles(real: pd.DataFrame, sim: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    bins = np.logspace(-5, -0.5, 40)
+    bins = np.linspace(-6, -0.5, 45)
     for ax, (group, vols) in zip(axes, GROUPS.items(), strict=True):
-        ax.hist(
-            real[real.volume_id.isin(vols)].angle.clip(1e-5),
-            bins=bins,
-            histtype="step",
-            density=True,
-            label="real",
-        )
-        ax.hist(
-            sim[sim.volume_id.isin(vols)].angle.clip(1e-5),
-            bins=bins,
-            histtype="step",
-            density=True,
-            label="simulated",
-        )
-        ax.set_xscale("log")
-        ax.set(title=group, xlabel="angle between consecutive truth momenta (rad)")
+        for frame, label in ((real, "real"), (sim, "simulated")):
+            angle = frame[frame.volume_id.isin(vols)].angle.clip(1e-6)
+            ax.hist(np.log10(angle), bins=bins, histtype="step", density=True, label=label)
+        ax.set(title=group, xlabel="log10 angle between consecutive truth momenta (rad)")
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -103,7 +103,11 @@ class SimConfig:
             inefficiency=0.0,
             smearing=False,
             transport=replace(
-                self.transport, scattering=False, energy_loss=False, interaction_probability=0.0
+                self.transport,
+                scattering=False,
+                energy_loss=False,
+                interaction_probability=0.0,
+                interactions_per_x0=0.0,
             ),
         )
 

@@ -19,7 +19,9 @@ from data_processing.trackml_transport import TransportConfig, transport
 from data_processing.trackml_weights import order_weight_table, truth_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-IDEAL = TransportConfig(scattering=False, energy_loss=False, interaction_probability=0.0)
+IDEAL = TransportConfig(
+    scattering=False, energy_loss=False, interaction_probability=0.0, interactions_per_x0=0.0
+)
 
 
 @pytest.fixture(scope="module")
