@@ -149,17 +149,29 @@ def load_trackml_score(path: Path | None) -> tuple[Callable | None, str]:
     return function, f"trackml-library from {Path(module.__file__).parent.parent}"
 
 
-def interleaved_median_ms(functions: dict[str, Callable[[], object]], repeats: dict[str, int]):
-    """Median wall time in ms of each function, the calls interleaved round by round so
-    that a varying load on a shared machine hits every scorer alike."""
-    times: dict[str, list[float]] = {name: [] for name in functions}
+def interleaved_median_ms(
+    functions: dict[str, Callable[[], object]], repeats: dict[str, int]
+) -> dict[str, tuple[float, float]]:
+    """(median wall time, median CPU time of this process) in ms of each function.
+
+    The calls are interleaved round by round, so that a varying load on a shared machine
+    hits every scorer alike; the CPU time (``time.process_time``) leaves out the time
+    other processes held the cores.
+    """
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in functions}
     for round_ in range(max(repeats.values())):
         for name, function in functions.items():
             if round_ < repeats[name]:
-                start = time.perf_counter()
+                wall, cpu = time.perf_counter(), time.process_time()
                 function()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
+                times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {
+        name: (
+            1e3 * statistics.median(w for w, _ in values),
+            1e3 * statistics.median(c for _, c in values),
+        )
+        for name, values in times.items()
+    }
 
 
 def time_case(
@@ -184,13 +196,19 @@ def time_case(
     repeats = {name: args.repeats for name in ("ours", "general")}
     repeats.update({name: args.slow_repeats for name in ("loop", "library")})
     ms = interleaved_median_ms(scorers, repeats)
-    library_ms = f"{ms['library']:.1f}" if "library" in ms else "n/a"
-    library_ratio = f"{ms['library'] / ms['ours']:.1f}x" if "library" in ms else "n/a"
+
+    def cell(name: str, digits: int) -> str:
+        return f"{ms[name][0]:.{digits}f} ({ms[name][1]:.{digits}f})" if name in ms else "n/a"
+
+    def ratio(name: str) -> str:
+        if name not in ms:
+            return "n/a"
+        return f"{ms[name][0] / ms['ours'][0]:.1f}x ({ms[name][1] / ms['ours'][1]:.1f}x)"
+
     return (
         f"| {len(truth):,} | {ids} | {submission['track_id'].nunique():,} | "
-        f"{values['ours']:.4f} | {ms['ours']:.2f} | {ms['general']:.2f} | "
-        f"{library_ms} | {ms['loop']:.1f} | {library_ratio} | "
-        f"{ms['loop'] / ms['ours']:.1f}x |"
+        f"{values['ours']:.4f} | {cell('ours', 2)} | {cell('general', 2)} | "
+        f"{cell('library', 1)} | {cell('loop', 1)} | {ratio('library')} | {ratio('loop')} |"
     )
 
 
@@ -231,7 +249,9 @@ def main() -> None:
         [
             "# TrackML scoring benchmark",
             "",
-            "Milliseconds per event. **ours**: `evaluation.scoring.score_event` (input "
+            "Milliseconds per event: median wall-clock time (median CPU time of the "
+            "process in brackets, which leaves out the time other work held the cores). "
+            "**ours**: `evaluation.scoring.score_event` (input "
             "checks included); **general path**: `score_per_event` on the same event "
             "(the multi-event pandas path, also what reports bad input); "
             f"**trackml-library**: its own `score_event` ({library_source}; not shipped "
@@ -247,7 +267,8 @@ def main() -> None:
             "",
             f"Machine: {machine}, {os.cpu_count()} CPUs, SHARED with other work while "
             f"measured (load average {load_before[0]:.1f} before, {load_after[0]:.1f} "
-            "after): absolute times are noisy, the ratios (measured side by side) less so. "
+            "after): wall times are noisy and short calls suffer most (cache and scheduling), so "
+            "the CPU-time ratios are the steadier comparison. "
             f"Python {platform.python_version()}, pandas {pd.__version__}, "
             f"numpy {np.__version__}. Command: `{command}`.",
             "",
