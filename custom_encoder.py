@@ -10,7 +10,7 @@ line).
 
 Attention-weight dropout is off unless asked for (``attention_dropout``; residual and
 feed-forward dropout are always on in training): on a CPU, SDPA with dropout leaves its
-fused kernel for the unfused math path and whole training steps ran about 2.5x slower
+fused kernel for the unfused math path, and training ran 4x slower
 (benchmarks/results_attention_defaults_cpu.md); the varlen kernels have none at all.
 
 Layouts (``AttentionLayout``, every backend takes both): padded ``[B, N, D]`` with a
@@ -74,7 +74,8 @@ def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, dropout_p:
 
 @dataclass(frozen=True)
 class AttentionBackend:
-    """What one attention backend can do (a row of ``ATTENTION_BACKEND_TABLE``).
+    """What one attention backend can do (a row of ``ATTENTION_BACKEND_TABLE``). Every
+    backend takes both layouts of ``AttentionLayout``.
 
     Attributes:
         name: the ``--attention`` choice.
@@ -85,7 +86,6 @@ class AttentionBackend:
         kernel_devices: device types the varlen kernel runs on.
         kernel_dtypes: dtypes the varlen kernel computes in (others are cast to the first).
         head_dim_multiple: head sizes the varlen kernel takes.
-        layouts: the ``AttentionLayout`` kinds it accepts.
     """
 
     name: str
@@ -95,7 +95,6 @@ class AttentionBackend:
     kernel_devices: tuple[str, ...] = ()
     kernel_dtypes: tuple[torch.dtype, ...] = ()
     head_dim_multiple: int = 1
-    layouts: tuple[str, ...] = ("padded", "packed")
 
 
 ATTENTION_BACKEND_TABLE: dict[str, AttentionBackend] = {

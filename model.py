@@ -51,8 +51,8 @@ class ModelConfig:
     attention: str = "sdpa"  # math | sdpa | flash: any backend loads any backend's weights
     flash_kernel: str = "auto"  # the flash backend's varlen kernel
     # Dropout on the attention weights too (the reference's layer). Off: on a CPU it
-    # forces SDPA's unfused math kernel (2.5x slower training); residual and feed-forward
-    # dropout stay on either way.
+    # forces SDPA's unfused math kernel (4x slower training, benchmarks/
+    # results_attention_defaults_cpu.md); residual and feed-forward dropout stay on.
     attention_dropout: bool = False
     norm: str = EncoderOptions.norm  # post | pre | hybrid
     layer_scale_init: float = EncoderOptions.layer_scale_init  # 0: no LayerScale

@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--events", type=int, default=300)
     parser.add_argument("--tracks", default="10-50")
     parser.add_argument("--track_type", default="helical", choices=("linear", "helical"))
-    parser.add_argument("--epochs", type=int, default=3, help="per path; the first is not timed")
+    parser.add_argument("--epochs", type=int, default=4, help="per path; the first is not timed")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--d_model", type=int, default=ModelConfig.d_model)
