@@ -316,7 +316,8 @@ def _good_and_total_weight(
     if unassigned is not None:
         # Unassigned hits are in no track: never credited, however many share -1.
         credited &= ~unassigned
-    credited_weight = np.where(credited, weight, 0.0)
+    # weight * True is weight exactly and weight * False is 0 (weights are finite).
+    credited_weight = weight * credited
     if event is None:
         return np.array([credited_weight.sum()]), np.array([weight.sum()])
     total = np.bincount(event, weights=weight, minlength=n_events)
