@@ -533,7 +533,43 @@ def _section_speed(det, table, config) -> list[str]:
         "`figures/trackml_sim_scattering.png`, `figures/trackml_sim_nhits.png`.",
         "",
     ]
-    return lines
+    return lines + NOTES
+
+
+#: What the numbers above rest on and what the simulator does not model (fixed text).
+NOTES = [
+    "## Notes",
+    "",
+    "- Field: the transverse bending of the real truth momenta between consecutive hits is "
+    "an *apparent* field A = Bz - (pz / pT) Br, not Bz (for a track from the origin, "
+    "pz / pT = z / r). With Br = -(r / 2) dBz/dz this gives Bz(z) = (2 / z^2) int_0^z z' A dz', "
+    "which the simulator uses with its Br. Putting the measured medians in as Bz and adding "
+    "Br counts Br twice and misses the strip endcaps by more than the uniform field does; "
+    "the 'Bz only' column uses A as Bz without Br. Bz does not depend on r in this model.",
+    "- Material: x/X0 per volume is an effective value fitted to the angle medians of "
+    "section 2 (column 'suggested' re-measures it). In the short-strip endcaps (12, 14) it "
+    "is 0.14-0.18, far above a module's material: there the estimator also holds what the "
+    "field model misses. Energy loss uses the silicon thickness only.",
+    "- Hit counts: three calibrated constants set them, each from a measured property of "
+    "the real truth: particles below pT 0.15 GeV are not transported (81 % of such particles "
+    "of event 1000 have no hit); loopers are followed for 2 rad of transverse turning (the "
+    "real sample has almost no hits after a particle turns back inward; following them to "
+    "pi gives about 15 % too many hits at pT 0.15-0.2 GeV); a particle ends at a crossing with "
+    "probability 0.007 + 0.4 x/X0 (nuclear interactions: real central tracks lose their "
+    "outer hits in about 8 % of cases, and outer strip-endcap layers are missed more often "
+    "than pixel layers), and a crossing leaves no hit with probability 3 %.",
+    "- Not modelled: secondaries produced in the detector (the table's secondaries are "
+    "transported from their vertices like primaries; real ones often have no hits), delta "
+    "rays, cluster shapes and the cells file, r-dependence of the field, electrons' "
+    "bremsstrahlung. The 'no partner' share of volumes 16 and 18 (about 20 %) comes from "
+    "real hits that the simulated particle, ending earlier or scattered differently, "
+    "does not reach.",
+    "- Timing: measured with one thread on a 2-core machine shared with other jobs (load "
+    "average above): the wall time includes waiting for a core; the CPU time is the "
+    "simulator's own cost. Writing the three csv.gz files of a full event takes about 1 s "
+    "more (pandas to_csv).",
+    "",
+]
 
 
 def main(argv: list[str] | None = None) -> None:
