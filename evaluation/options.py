@@ -113,9 +113,18 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose bad-option message is one stderr line (exit 2), like every
+    other user error of the project (``data_processing.errors.run_cli``)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def new_parser(description: str, prog: str | None = None, **kwargs: Any) -> argparse.ArgumentParser:
-    """An ArgumentParser whose help shows every option's default (``DefaultsHelpFormatter``)."""
-    return argparse.ArgumentParser(
+    """A parser whose help shows every option's default (``DefaultsHelpFormatter``) and
+    whose bad-option message is one line (``OneLineErrorParser``)."""
+    return OneLineErrorParser(
         prog=prog, description=description, formatter_class=DefaultsHelpFormatter, **kwargs
     )
 

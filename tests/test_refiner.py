@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import training
+from checkpoint import load_checkpoint
 from data_processing.dataset import Normaliser, load_events
 from data_processing.derived_data import EventSelection
 from data_processing.redvid import SimulationConfig, generate_dataset
@@ -199,7 +200,12 @@ def test_short_refiner_training_lowers_the_loss_and_the_cli_reports_both_scores(
         ["--model_name", str(refiner_path), "--nr_epochs", "3", *small],
     )
     assert result.val_losses[-1] < result.val_losses[0]
-    assert "groups:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "groups:" in printed
+    # The run names its own data: groups of one particle, or one and part of a second
+    # (merge_fraction 0.5), not the base model's 1-20 tracks or training's default 3.
+    assert '"tracks": "1-2"' in printed
+    assert load_checkpoint(refiner_path)["train_config"]["tracks"] == "1-2"
 
     models = ["--model_name", str(base_path), "--refiner_name", str(refiner_path)]
     results = refined_test.main(

@@ -370,3 +370,10 @@ def test_every_training_option_has_help_and_shows_its_default(
     text = parser.format_help()
     assert "(default: 40)" in text and "(default: runs/transformer_regressor.pt)" in text
     assert "--no-progress" in text and "--threads" in text
+
+
+def test_a_bad_option_is_one_line() -> None:
+    result = _run_script("training.py", "--nr_epochs", "many")
+    assert "--nr_epochs" in _assert_user_error(result, "invalid int value: 'many'")
+    result = _run_script("evaluation/test.py", "--model_name", "m.pt", "--split", "half")
+    assert "--split" in _assert_user_error(result, "invalid choice: 'half'")
