@@ -26,7 +26,13 @@ from typing import Any
 from checkpoint import inference_checkpoint, load_checkpoint, save_checkpoint
 from data_processing.errors import run_cli
 from data_processing.redvid import SimulationConfig, ensure_dataset
-from evaluation.options import DefaultsHelpFormatter, EvaluationConfig
+from evaluation.options import (
+    DefaultsHelpFormatter,
+    EvaluationConfig,
+    apply_threads,
+    check_writable_file,
+    thread_note,
+)
 from evaluation.pipeline import evaluate_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +167,16 @@ def main(argv: list[str] | None = None) -> list[tuple[ShippedModel, dict[str, An
     parser.add_argument("--out", help="also write the markdown table here")
     parser.add_argument("--package", metavar="CHECKPOINT", help="ship this training checkpoint")
     parser.add_argument("--name", help="manifest name of the model to --package")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads; 0: OMP_NUM_THREADS if set, else 1",
+    )
     args = parser.parse_args(argv)
+    if args.out:
+        check_writable_file(args.out, "--out")
+    print(f"torch CPU threads: {thread_note(apply_threads(args.threads))}")
     manifest = read_manifest(args.manifest)
     print(f"manifest {args.manifest}: test seed {manifest.test_seed}, {manifest.test_events} ev")
     by_name = {m.name: m for m in manifest.models}
