@@ -129,13 +129,14 @@ def reconstruct(
 
 #: gnn_tracking pT thresholds (GeV) reported for TrackML data; 0.9 is the headline.
 GNN_TRACKING_PT_THRESHOLDS = (0.0, 0.5, 0.9, 1.5)
+#: The efficiencies of the paper's tables: "trackformers", no pT/eta cut.
+PUBLISHED_EFFICIENCIES = MatchSettings()
 
 
 def score_reconstruction(
     events: EventSet,
     labels: np.ndarray,
-    definition: str = "trackformers",
-    pt_min: float = 0.0,
+    settings: MatchSettings = PUBLISHED_EFFICIENCIES,
 ) -> dict[str, Any]:
     """TrackML score and efficiencies of a reconstruction.
 
@@ -143,15 +144,15 @@ def score_reconstruction(
         events: the evaluated events (truth: particle_id, weight, extras).
         labels: [T] track labels aligned with ``events`` (``Reconstruction.labels``); a
             negative label is an unassigned hit, in no track (``evaluation.scoring``).
-        definition: efficiency definition of the top-level keys, "trackformers" (the
-            published numbers) or "gnn_tracking" (needs TrackML layers and kinematics).
-        pt_min: pT threshold in GeV of the top-level efficiencies (needs kinematics).
+        settings: efficiency definition and cuts of the top-level keys (default: the
+            published "trackformers" definition; "gnn_tracking" and pT cuts need TrackML
+            layers and kinematics).
 
     Returns:
         A JSON-ready dict (floats may be NaN for an empty denominator):
         ``trackml_score`` (mean over events), ``trackml_score_std`` (over events),
         ``n_events``, ``definition``, ``pt_min``, the keys of
-        ``evaluation.scoring.efficiencies`` for (definition, pt_min) at the top level, and
+        ``evaluation.efficiencies.efficiencies`` for ``settings`` at the top level, and
         ``efficiencies``: {name: efficiencies dict} for "trackformers" and, when truth has
         volume_id/layer_id and pt/eta (TrackML hit tables), "gnn_tracking_pt<X>" for X in
         ``GNN_TRACKING_PT_THRESHOLDS``; with pt/eta also ``efficiency_vs_pt`` and
@@ -164,30 +165,29 @@ def score_reconstruction(
         "trackml_score": float(per_event.mean()),
         "trackml_score_std": float(per_event.std(ddof=0)),
         "n_events": int(events.n_events),
-        "definition": definition,
-        "pt_min": float(pt_min),
+        "definition": settings.definition,
+        "pt_min": float(settings.pt_min),
     }
-    # Each (definition, pT cut) is matched once: the headline pair is usually one of the
-    # named sets below (the default ("trackformers", 0) always is).
-    computed: dict[tuple[str, float], dict[str, Any]] = {}
+    # Each setting is matched once: the headline one is usually one of the named sets
+    # below (the default, trackformers without cuts, always is).
+    computed: dict[MatchSettings, dict[str, Any]] = {}
 
-    def efficiencies_for(name: str, threshold: float) -> dict[str, Any]:
-        key = (name, float(threshold))
-        if key not in computed:
-            computed[key] = efficiencies(truth, submission, settings=MatchSettings(name, threshold))
-        return computed[key]
+    def efficiencies_for(chosen: MatchSettings) -> dict[str, Any]:
+        if chosen not in computed:
+            computed[chosen] = efficiencies(truth, submission, settings=chosen)
+        return computed[chosen]
 
     has_kinematics = {"pt", "eta"} <= set(truth.columns)
     has_layers = {"volume_id", "layer_id"} <= set(truth.columns)
-    named = {"trackformers": efficiencies_for("trackformers", 0.0)}
+    named = {"trackformers": efficiencies_for(PUBLISHED_EFFICIENCIES)}
     if has_kinematics and has_layers:
         for threshold in GNN_TRACKING_PT_THRESHOLDS:
-            named[f"gnn_tracking_pt{threshold}"] = efficiencies_for("gnn_tracking", threshold)
-    result.update(efficiencies_for(definition, pt_min))
+            gnn = MatchSettings("gnn_tracking", threshold)
+            named[f"gnn_tracking_pt{threshold}"] = efficiencies_for(gnn)
+    result.update(efficiencies_for(settings))
     result["efficiencies"] = named
     if has_kinematics:
         for variable in ("pt", "eta"):
-            settings = MatchSettings(definition, pt_min)
             table = efficiency_vs(truth, submission, None, variable, settings=settings)
             result[f"efficiency_vs_{variable}"] = table.to_dict(orient="records")
     return result

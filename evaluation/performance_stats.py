@@ -41,6 +41,7 @@ from data_processing.batching import DeviceEvents
 from data_processing.dataset import EventSet, Normaliser
 from data_processing.errors import run_cli
 from evaluation.clustering import cluster_event, cluster_events_timed, submission_frame
+from evaluation.efficiencies import MatchSettings
 from evaluation.inference import (
     predict_events,
     predict_track_params,
@@ -193,7 +194,8 @@ def performance_stats(config: PerformanceConfig) -> dict[str, Any]:
         setup.model, events, setup.normaliser, setup.clustering, config.batch_size, setup.device
     )
     start = time.perf_counter()
-    metrics = score_reconstruction(events, result.labels, config.definition, config.pt_min)
+    settings = MatchSettings(config.definition, config.pt_min)
+    metrics = score_reconstruction(events, result.labels, settings)
     scoring_s = time.perf_counter() - start
 
     n_timed = events.n_events if config.timed_events is None else config.timed_events

@@ -27,6 +27,7 @@ from data_processing.errors import UserError
 from data_processing.redvid import SimulationConfig
 from evaluation.checkpoint_data import is_training_file, simulated_data, training_data_path
 from evaluation.clustering import ClusteringConfig, grid_search
+from evaluation.efficiencies import MatchSettings
 from evaluation.inference import (
     predict_events,
     reconstruct,
@@ -294,7 +295,8 @@ def evaluate_checkpoint(
         config.batch_size,
         setup.device,
     )
-    metrics = score_reconstruction(setup.events, result.labels, config.definition, config.pt_min)
+    settings = MatchSettings(config.definition, config.pt_min)
+    metrics = score_reconstruction(setup.events, result.labels, settings)
     metrics.update(
         {
             "regression": regression_errors(setup.events, setup.normaliser, result.params),

@@ -480,7 +480,7 @@ def plot_efficiency_vs(
     """Perfect and double-majority efficiency per bin of pT or eta.
 
     Args:
-        table: ``evaluation.scoring.efficiency_vs`` output (low, high, n_particles,
+        table: ``evaluation.efficiencies.efficiency_vs`` output (low, high, n_particles,
             perfect, double_majority).
         variable: "pt" (GeV) or "eta".
         path: PNG file to write.
