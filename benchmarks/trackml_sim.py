@@ -552,18 +552,20 @@ NOTES = [
     "field model misses. Energy loss uses the silicon thickness only.",
     "- Hit counts: three calibrated constants set them, each from a measured property of "
     "the real truth: particles below pT 0.15 GeV are not transported (81 % of such particles "
-    "of event 1000 have no hit); loopers are followed for 2 rad of transverse turning (the "
-    "real sample has almost no hits after a particle turns back inward; following them to "
-    "pi gives about 15 % too many hits at pT 0.15-0.2 GeV); a particle ends at a crossing with "
-    "probability 0.007 + 0.4 x/X0 (nuclear interactions: real central tracks lose their "
+    "of event 1000 have no hit); particles are followed to the apex of their first turn, "
+    "where they start moving back towards the beam line (the real sample has almost no hits "
+    "after that point), except barrel loopers (abs(dz/ds) below half the transverse speed), "
+    "which stop after 2 rad of transverse turning: followed to the apex they leave 15 % too "
+    "many hits at pT 0.15-0.2 GeV and apex hits in the long-strip barrel that real tracks lack "
+    "(a 2 rad cap on every particle instead loses the real forward hits of volumes 16 and 18); "
+    "a particle ends at a crossing with "
+    "probability 0.01 + 0.4 x/X0 (nuclear interactions: real central tracks lose their "
     "outer hits in about 8 % of cases, and outer strip-endcap layers are missed more often "
     "than pixel layers), and a crossing leaves no hit with probability 3 %.",
     "- Not modelled: secondaries produced in the detector (the table's secondaries are "
     "transported from their vertices like primaries; real ones often have no hits), delta "
     "rays, cluster shapes and the cells file, r-dependence of the field, electrons' "
-    "bremsstrahlung. The 'no partner' share of volumes 16 and 18 (about 20 %) comes from "
-    "real hits that the simulated particle, ending earlier or scattered differently, "
-    "does not reach.",
+    "bremsstrahlung.",
     "- Timing: measured with one thread on a 2-core machine shared with other jobs (load "
     "average above): the wall time includes waiting for a core; the CPU time is the "
     "simulator's own cost. Writing the three csv.gz files of a full event takes about 1 s "

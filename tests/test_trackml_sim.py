@@ -364,3 +364,16 @@ def test_noise_hits_lie_on_module_surfaces(det):
     # trapezoids: uniform on the surface, so the wide half (v > 0) holds more hits
     trapezoid = det.maxhu[module] > det.minhu[module] + 5
     assert 0.53 < (local[trapezoid, 1] > 0).mean() < 0.65
+
+
+def test_looper_is_followed_to_the_apex_of_its_first_turn(det):
+    # pT 0.3 GeV, no pz: a circle of radius about 500 mm through the origin in the barrel
+    cross = transport(
+        det, Field(), np.zeros((1, 3)), np.array([[0.0, 0.3, 0.0]]), np.array([1.0]), IDEAL, None
+    )
+    r = np.hypot(cross.position[:, 0], cross.position[:, 1])
+    radius = 0.3 / (0.299792458e-3 * 2.0)
+    assert r.max() < 2 * radius
+    assert np.all(np.diff(r) > -5.0)  # never back towards the beam line
+    volumes = set(det.volume_id[cross.module].tolist())
+    assert {8, 13, 17} <= volumes  # reaches the long strips at r = 820 mm (2R = 1000 mm)
