@@ -117,7 +117,13 @@ def read_particles(path: str | os.PathLike[str] = PARTICLES_FILE) -> pd.DataFram
     path = Path(path)
     try:
         table = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as error:
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        EOFError,
+        gzip.BadGzipFile,
+    ) as error:
         raise UserError(f"{path}: not a CSV particles file ({error})") from None
     missing = [c for c in PARTICLE_COLUMNS if c not in table.columns]
     if missing:

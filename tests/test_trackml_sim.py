@@ -377,3 +377,12 @@ def test_looper_is_followed_to_the_apex_of_its_first_turn(det):
     assert np.all(np.diff(r) > -5.0)  # never back towards the beam line
     volumes = set(det.volume_id[cross.module].tolist())
     assert {8, 13, 17} <= volumes  # reaches the long strips at r = 820 mm (2R = 1000 mm)
+
+
+def test_reads_the_sample_detector_copy_with_its_index_column(trackml_sample_dir):
+    table = geo.read_detector_table(trackml_sample_dir / "detectors.csv.gz")
+    shipped = geo.read_detector_table()
+    assert list(table.columns) == list(shipped.columns)
+    np.testing.assert_allclose(
+        table[geo.DETECTOR_COLUMNS].to_numpy(), shipped[geo.DETECTOR_COLUMNS].to_numpy()
+    )
