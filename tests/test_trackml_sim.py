@@ -386,3 +386,16 @@ def test_reads_the_sample_detector_copy_with_its_index_column(trackml_sample_dir
     np.testing.assert_allclose(
         table[geo.DETECTOR_COLUMNS].to_numpy(), shipped[geo.DETECTOR_COLUMNS].to_numpy()
     )
+
+
+def test_weights_reproduce_the_real_sample_truth_weights(trackml_sample_dir):
+    # The sample's weights follow the phase-2 rule: the phase-1 rule (ours) with particles
+    # of generation != 0 (bits 24-35 of the particle id) set to 0, not renormalised.
+    truth = pd.read_csv(trackml_sample_dir / "event000000001-truth.csv.gz")
+    particles = pd.read_csv(trackml_sample_dir / "event000000001-particles.csv.gz")
+    ours = truth_weights(truth.particle_id.to_numpy(), truth.tz.to_numpy(), particles)
+    generation = (truth.particle_id.to_numpy() & 0x0000000FFF000000) >> 24
+    ours = np.where(generation == 0, ours, 0.0)
+    real = truth.weight.to_numpy()
+    assert (ours > 0).sum() == (real > 0).sum() > 3000
+    np.testing.assert_allclose(ours / ours.sum(), real / real.sum(), rtol=1e-4, atol=1e-12)
