@@ -148,6 +148,18 @@ def _hermite(t, p0, d0, p1, d1):
     return point, tangent
 
 
+def _plane_distance(t, a0, b0, a1, b1):
+    """Signed distance (mm) [n] from the plane of the Hermite point at t [n], given the end
+    distances a0, a1 [n] and the normal components of the scaled tangents b0, b1 [n]."""
+    t2, t3 = t * t, t * t * t
+    return (
+        (2 * t3 - 3 * t2 + 1) * a0
+        + (t3 - 2 * t2 + t) * b0
+        + (3 * t2 - 2 * t3) * a1
+        + (t3 - t2) * b1
+    )
+
+
 def intersect_segments(det: geo.Detector, p0, d0, p1, d1, h):
     """Crossings of step segments with the modules they may hit.
 
@@ -169,17 +181,18 @@ def intersect_segments(det: geo.Detector, p0, d0, p1, d1, h):
     s, module, a0, a1, normal = s[keep], module[keep], a0[keep], a1[keep], normal[keep]
     b0 = np.einsum("ij,ij->i", normal, d0[s]) * h[s]
     b1 = np.einsum("ij,ij->i", normal, d1[s]) * h[s]
-    t = a0 / np.where(a0 != a1, a0 - a1, 1.0)
+    t_chord = a0 / np.where(a0 != a1, a0 - a1, 1.0)
+    t = t_chord
     for _ in range(3):  # Newton on the scalar cubic n.(H(t) - c) = 0
-        t2, t3 = t * t, t * t * t
-        f = (
-            (2 * t3 - 3 * t2 + 1) * a0
-            + (t3 - 2 * t2 + t) * b0
-            + (3 * t2 - 2 * t3) * a1
-            + (t3 - t2) * b1
+        f = _plane_distance(t, a0, b0, a1, b1)
+        df = (
+            (6 * t * t - 6 * t) * (a0 - a1)
+            + (3 * t * t - 4 * t + 1) * b0
+            + (3 * t * t - 2 * t) * b1
         )
-        df = (6 * t2 - 6 * t) * (a0 - a1) + (3 * t2 - 4 * t + 1) * b0 + (3 * t2 - 2 * t) * b1
         t = np.clip(t - f / np.where(np.abs(df) > 1e-12, df, 1e-12), 0.0, 1.0)
+    # Newton fails only on near-tangent crossings; there the chord's root is the fallback.
+    t = np.where(np.abs(_plane_distance(t, a0, b0, a1, b1)) < 1e-4, t, t_chord)
     ok = t < 1.0
     s, module, t = s[ok], module[ok], t[ok]
     point, tangent = _hermite(t[:, None], p0[s], d0[s] * h[s, None], p1[s], d1[s] * h[s, None])
