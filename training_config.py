@@ -61,29 +61,40 @@ class TrainConfig:
     resume: bool = option(
         False, "continue --model_name with the data and model options stored in it"
     )
-    nr_enc_layers: int = option(6, "encoder layers")
-    embedding_size: int = option(32, "model width d_model")
-    hidden_dim: int = option(128, "feed-forward width")
-    nr_heads: int = option(4, "attention heads")
-    dropout: float = option(0.1, "dropout")
-    norm_first: bool = option(False, "pre-norm (same as --norm pre, kept for older scripts)")
+    nr_enc_layers: int = option(ModelConfig.n_layers, "encoder layers")
+    embedding_size: int = option(ModelConfig.d_model, "model width d_model")
+    hidden_dim: int = option(ModelConfig.dim_feedforward, "feed-forward width")
+    nr_heads: int = option(ModelConfig.n_heads, "attention heads")
+    dropout: float = option(ModelConfig.dropout, "dropout")
+    norm_first: bool = option(
+        ModelConfig.norm_first, "pre-norm (same as --norm pre, kept for older scripts)"
+    )
     attention: str = option(
-        "sdpa", "math | sdpa (padded batches) | flash (packed hits)", choices=ATTENTION_BACKENDS
+        ModelConfig.attention,
+        "math | sdpa (padded batches) | flash (packed hits)",
+        choices=ATTENTION_BACKENDS,
     )
     flash_kernel: str = option(
-        "auto", "flash's varlen kernel: auto | flash_attn | torch | cudnn", choices=FLASH_KERNELS
+        ModelConfig.flash_kernel,
+        "flash's varlen kernel: auto | flash_attn | torch | cudnn",
+        choices=FLASH_KERNELS,
     )
     # Encoder variants (custom_encoder.EncoderOptions); the defaults are the published model.
     norm: str = option(
-        "post", "post | pre | hybrid (QK-norm + post-norm feed-forward)", choices=NORM_PLACEMENTS
+        ModelConfig.norm,
+        "post | pre | hybrid (QK-norm + post-norm feed-forward)",
+        choices=NORM_PLACEMENTS,
     )
-    layer_scale_init: float = option(0.0, "LayerScale init value; 0: off")
-    value_residual: bool = option(False, "mix every layer's attention values with the first's")
-    qk_norm: bool = option(False, "LayerNorm on queries and keys")
-    feedforward: str = option("relu", "relu | gelu | swiglu", choices=FEEDFORWARDS)
-    n_registers: int = option(0, "learned register tokens per event")
+    layer_scale_init: float = option(ModelConfig.layer_scale_init, "LayerScale init value; 0: off")
+    value_residual: bool = option(
+        ModelConfig.value_residual, "mix every layer's attention values with the first's"
+    )
+    qk_norm: bool = option(ModelConfig.qk_norm, "LayerNorm on queries and keys")
+    feedforward: str = option(ModelConfig.feedforward, "relu | gelu | swiglu", choices=FEEDFORWARDS)
+    n_registers: int = option(ModelConfig.n_registers, "learned register tokens per event")
     attention_window: int = option(
-        0, "local attention: neighbours per side in phi order; 0: full attention"
+        ModelConfig.attention_window,
+        "local attention: neighbours per side in phi order; 0: full attention",
     )
     hits_per_batch: int = option(0, "hit budget per step; 0: --batch_size events per step")
     precision: str = option(
@@ -160,8 +171,17 @@ def validate_config(config: TrainConfig) -> None:
 
 
 # Options whose stored value a --resume run takes unless they are given: everything that
-# makes the data, the split and the model (and the rest of the recipe); not these.
-RESUME_OWN_OPTIONS = ("model_name", "resume", "device", "threads", "progress")
+# makes the data, the split and the model (and the rest of the recipe); not these, which
+# belong to this run and this machine.
+RESUME_OWN_OPTIONS = (
+    "model_name",
+    "resume",
+    "device",
+    "threads",
+    "progress",
+    "evaluate",
+    "cluster_jobs",
+)
 
 
 def config_from_args(argv: list[str] | None, defaults: TrainConfig | None = None) -> TrainConfig:

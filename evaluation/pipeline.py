@@ -47,6 +47,8 @@ from evaluation.plotting import (
     plot_parameter_heatmaps,
 )
 from evaluation.scoring import misassigned_hits
+from evaluation.tml_test_sets import KIND as TML_TEST_SETS
+from evaluation.tml_test_sets import default_test_file
 from model import TransformerRegressor
 
 
@@ -78,6 +80,9 @@ def evaluation_events(state: dict[str, Any], config: EvaluationOptions) -> Event
     data = state["data"]
     if config.data_path is None and "test_set" in state and config.split in ("auto", "all"):
         settings = dict(state["test_set"])
+        if settings.get("kind") == TML_TEST_SETS:  # a TrackML model's sub-event sets
+            test_file = default_test_file(settings, config.max_events)
+            return load_events(test_file, "trackml", max_nr_hits=None)
         if config.max_events is not None and config.max_events < settings["n_events"]:
             # A smaller set of the same seed (as shipped_models' CI sets): simulating the
             # whole test set to keep N of its events would cost the whole set's time.
