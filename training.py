@@ -62,6 +62,7 @@ from model import ModelConfig, TransformerRegressor
 from training_config import TrainConfig, config_from_args, validate_config
 from training_steps import (
     DistributedContext,
+    LossFn,
     Optimisation,
     effective_precision,
     init_distributed,
@@ -363,6 +364,7 @@ class EpochPlan:
     precision: str
     step_model: nn.Module
     optimisation: Optimisation
+    loss_fn: LossFn | None = None  # another model family's loss (run_epoch); None: MSE
 
 
 def _plan_epochs(
@@ -503,6 +505,7 @@ def _run_one_epoch(
         plan.precision,
         f"epoch {epoch}",
         progress,
+        plan.loss_fn,
     )
     val_loss = run_epoch(
         plan.step_model,
@@ -513,6 +516,7 @@ def _run_one_epoch(
         plan.precision,
         f"epoch {epoch} validation",
         progress,
+        plan.loss_fn,
     )
     run.train_losses.append(train_loss)
     run.val_losses.append(val_loss)

@@ -31,6 +31,8 @@ PRECISIONS: dict[str, torch.dtype | None] = {
     "fp16": torch.float16,
 }
 LR_SCHEDULES = ("constant", "cosine")
+# A model family's loss of one batch: (model, batch) -> (loss sum, number of terms).
+LossFn = Callable[[nn.Module, Batch], tuple[Tensor, Tensor]]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ def run_epoch(
     precision: str = "fp32",
     description: str = "",
     progress: bool = True,
+    loss_fn: LossFn | None = None,
 ) -> float:
     """One pass over the batches of ``plan`` (training when ``optimisation`` is given).
 
@@ -123,6 +126,8 @@ def run_epoch(
         precision: key of ``PRECISIONS``: the autocast dtype of the forward pass.
         description: the progress bar's label.
         progress: show a progress bar (steps/s, ETA) on a terminal; False: never.
+        loss_fn: ``loss_fn(model, batch) -> (loss sum, number of terms)`` (0-d tensors)
+            for another model family (e.g. tracker/); None: the regressor's masked MSE.
 
     Returns:
         The mean squared error per target value over all real, non-noise hits (summed
@@ -144,8 +149,12 @@ def run_epoch(
         ):
             batch = plan.batch(data, i, packed)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                pred = model(batch.x, batch.layout)
-            sq_error, n_terms = masked_squared_error(pred, batch.y, batch.loss_mask)
+                if loss_fn is None:
+                    pred = model(batch.x, batch.layout)
+                else:
+                    sq_error, n_terms = loss_fn(model, batch)
+            if loss_fn is None:
+                sq_error, n_terms = masked_squared_error(pred, batch.y, batch.loss_mask)
             if training:
                 _optimizer_step(optimisation, sq_error / n_terms.clamp(min=1))
             totals += torch.stack([sq_error.detach(), n_terms])
