@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Build the TrackML sub-event sets and train the shipped TML models (models/README.md).
+#
+#   bash models/train_tml.sh data                    # simulate events, build every set
+#   bash models/train_tml.sh tml_10-50               # (data if missing), train, package
+#   DEVICE=cuda bash models/train_tml.sh tml_200-500 # the GPU recipe
+#
+# Data (all under ./data/tml, git-ignored; every draw seeded):
+#   training events : $TML_EVENTS full events simulated with data_processing.trackml_sim,
+#                     seed 0, event ids 0.. (about 123k hits each)
+#   simulated test  : 4 full events, seed 1, event ids 1000..1003 (never trained on)
+#   training sets   : sub-events of the training events (trackml_data, seed 0):
+#                     independent draws of N particles, N uniform in the range, no noise,
+#                     targets theta, sin phi, cos phi, q of the raw momentum (SPEC 3.2)
+#   real-hit test   : 2,000 sub-events of ../shared/data/trackml_sample/event000000001,
+#                     seed 1 (the definition is in models/manifest.json, "tml_test")
+#   simulated test  : 2,000 sub-events of the simulated test events (500 each), seed 1
+#
+# Budgets: DEVICE=cpu (default) trains with --threads 1 and the per-model --max_minutes
+# below (the shipped CPU runs); DEVICE=cuda uses FlashAttention in bf16 with
+# torch.compile, as the REDVID models of models/train_models.sh, and GPU_MINUTES.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cpu}
+TML_EVENTS=${TML_EVENTS:-24}
+REAL=${TML_REAL_EVENT:-../shared/data/trackml_sample/event000000001}
+OUT=data/tml
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+# Sub-events drawn per training event: 30k (10-50), 9.6k (50-100), 3.6k (200-500)
+# sub-events from 24 events; raise TML_EVENTS for more (the paper used 8,850 events).
+declare -A PER_EVENT=([10-50]=1250 [50-100]=400 [200-500]=150)
+# Largest sub-event allowed (hits); the largest drawn are about 2/3 of these.
+declare -A MAX_HITS=([10-50]=1500 [50-100]=3000 [200-500]=12000)
+
+build_data() {  # the sets of the ranges given ($@)
+  [ -d "$OUT/sim_train" ] || $PY -m data_processing.trackml_sim --out "$OUT/sim_train" \
+    --events "$TML_EVENTS" --seed 0 --jobs 1
+  [ -d "$OUT/sim_test" ] || $PY -m data_processing.trackml_sim --out "$OUT/sim_test" \
+    --events 4 --first-event-id 1000 --seed 1 --jobs 1
+  for range in "$@"; do
+    [ -f "$OUT/train_$range.parquet" ] || $PY -m data_processing.trackml_data "$OUT/sim_train" \
+      --particles "$range" --sub_events "${PER_EVENT[$range]}" --seed 0 \
+      --out "$OUT/train_$range.parquet"
+    [ -f "$OUT/sim_test_$range.parquet" ] || $PY -m data_processing.trackml_data \
+      "$OUT/sim_test" --particles "$range" --sub_events 500 --seed 1 \
+      --out "$OUT/sim_test_$range.parquet"
+    if [ -e "$REAL-hits.csv.gz" ] || [ -e "$REAL-hits.csv" ]; then
+      [ -f "$OUT/real_test_$range.parquet" ] || $PY -m data_processing.trackml_data "$REAL" \
+        --particles "$range" --sub_events 2000 --seed 1 --out "$OUT/real_test_$range.parquet"
+    else
+      echo "no real sample at $REAL: real-hit test set of $range skipped"
+    fi
+  done
+}
+
+if [ "$DEVICE" = cuda ]; then
+  COMMON=(--attention flash --precision bf16 --compile --device cuda --warmup_epochs 1
+    --dropout 0.1)
+  declare -A MINUTES=([10-50]=${GPU_MINUTES:-8} [50-100]=${GPU_MINUTES:-8} [200-500]=${GPU_MINUTES:-9})
+  declare -A BUDGET=([10-50]=138240 [50-100]=138240 [200-500]=138240)
+  declare -A EPOCHS=([10-50]=30 [50-100]=30 [200-500]=30)
+else
+  # One pass over the training sub-events is what the CPU budget allows (about 17
+  # sub-events of 10-50 particles per second on the shared 2-core machine): a short
+  # warm-up, no dropout (nothing is seen twice, so there is nothing to over-fit).
+  COMMON=(--attention flash --device cpu --threads 1 --warmup_epochs 0.05 --dropout 0)
+  declare -A MINUTES=([10-50]=25 [50-100]=20 [200-500]=30)
+  declare -A BUDGET=([10-50]=4096 [50-100]=8192 [200-500]=16384)
+  declare -A EPOCHS=([10-50]=1 [50-100]=1 [200-500]=1)
+fi
+COMMON+=(--data_type trackml --norm hybrid --feedforward swiglu
+  --lr_schedule cosine --early_stop 100 --seed 0 --no-evaluate)
+D32=(--nr_enc_layers 6 --embedding_size 32 --nr_heads 4 --hidden_dim 128)  # published TML:10-50/50-100
+D128=(--nr_enc_layers 7 --embedding_size 128 --nr_heads 4 --hidden_dim 256) # published TML:200-500
+declare -A SIZE=([10-50]="${D32[*]}" [50-100]="${D32[*]}" [200-500]="${D128[*]}")
+
+NAMES=("$@")
+[ ${#NAMES[@]} -eq 0 ] && NAMES=(tml_10-50 tml_50-100 tml_200-500)
+for name in "${NAMES[@]}"; do
+  if [ "$name" = data ]; then build_data 10-50 50-100 200-500; continue; fi
+  range=${name#tml_}
+  [ -n "${SIZE[$range]:-}" ] || { echo "unknown model $name; tml_10-50 tml_50-100 tml_200-500" >&2; exit 2; }
+  build_data "$range"
+  # shellcheck disable=SC2086  # the table's options are meant to split into words
+  $PY training.py --data_path "$OUT/train_$range.parquet" --tracks "$range" \
+    --max_nr_hits "${MAX_HITS[$range]}" --hits_per_batch "${BUDGET[$range]}" \
+    --nr_epochs "${EPOCHS[$range]}" --max_minutes "${MINUTES[$range]}" ${SIZE[$range]} \
+    "${COMMON[@]}" --model_name "runs/shipped/$name.pt"
+  $PY -m evaluation.shipped_models --package "runs/shipped/$name.pt" --name "$name"
+done
