@@ -11,7 +11,8 @@ local-window mask over it, and the fused kernels beyond plain SDPA (found once a
 * FlexAttention restricted by a dense boolean mask (local attention in a model compiled
   for CUDA).
 
-``flash_fallback_reason`` says why a varlen kernel cannot run here.
+``flash_fallback_reason`` says why a varlen kernel cannot run here. The kernel choices
+(``FLASH_KERNELS``) are written in the torch-free ``network_options.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ from torch import Tensor
 
 # The FlashAttention kernels need a head size that is a multiple of 8.
 FLASH_HEAD_DIM_MULTIPLE = 8
-# Choices of the varlen kernel behind ``flash``: ``auto`` = flash-attn if it imports,
-# else torch's varlen_attn; ``cudnn`` = cuDNN attention on the same packed hits.
-FLASH_KERNELS = ("auto", "flash_attn", "torch", "cudnn")
 # Where the varlen kernels run, and the dtypes they compute in (others are cast to the first).
 VARLEN_KERNEL_DEVICES = ("cuda",)
 VARLEN_KERNEL_DTYPES = (torch.bfloat16, torch.float16)

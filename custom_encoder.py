@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
-from typing import Any, NamedTuple
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,6 @@ from torch import Tensor, nn
 
 from attention_ops import (
     FLASH_HEAD_DIM_MULTIPLE,
-    FLASH_KERNELS,
     HAS_FLEX_ATTENTION,
     VARLEN_KERNEL_DEVICES,
     VARLEN_KERNEL_DTYPES,
@@ -48,9 +47,15 @@ from attention_ops import (
     flex_attention,
     phi_window_mask,
 )
+from network_options import (
+    ATTENTION_BACKENDS,
+    ATTENTION_WEIGHT_DROPOUT,
+    EncoderOptions,
+    check_attention,
+)
 
-FEEDFORWARDS = ("relu", "gelu", "swiglu")
-
+# EncoderOptions and the choices are written in the torch-free network_options.py, so
+# that a command line's --help needs no torch.
 log = logging.getLogger(__name__)
 
 # q, k, v [B, H, L, Dh], allowed [B, 1, 1 or L, L] bool (True: may attend), dropout p
@@ -97,55 +102,28 @@ class AttentionBackend:
     head_dim_multiple: int = 1
 
 
+# Which backends can drop attention weights is written once, in network_options.
 ATTENTION_BACKEND_TABLE: dict[str, AttentionBackend] = {
-    "math": AttentionBackend("math", _math_attention, attention_dropout=True),
-    "sdpa": AttentionBackend("sdpa", _sdpa_attention, attention_dropout=True),
+    "math": AttentionBackend("math", _math_attention, ATTENTION_WEIGHT_DROPOUT["math"]),
+    "sdpa": AttentionBackend("sdpa", _sdpa_attention, ATTENTION_WEIGHT_DROPOUT["sdpa"]),
     "flash": AttentionBackend(
         "flash",
         _sdpa_attention,  # the exact fallback
-        attention_dropout=False,  # the varlen kernels have none (torch's is hard-wired 0)
+        ATTENTION_WEIGHT_DROPOUT["flash"],  # none: the varlen kernels have no dropout
         varlen_kernel=True,
         kernel_devices=VARLEN_KERNEL_DEVICES,
         kernel_dtypes=VARLEN_KERNEL_DTYPES,
         head_dim_multiple=FLASH_HEAD_DIM_MULTIPLE,
     ),
 }
-ATTENTION_BACKENDS = tuple(ATTENTION_BACKEND_TABLE)
+if tuple(ATTENTION_BACKEND_TABLE) != ATTENTION_BACKENDS:
+    raise ImportError("ATTENTION_BACKEND_TABLE must have one row per ATTENTION_BACKENDS")
 
 
 def attention_backend(name: str, flash_kernel: str, attention_dropout: bool) -> AttentionBackend:
     """The table row of backend ``name``; a ValueError naming what is unsupported."""
-    if name not in ATTENTION_BACKEND_TABLE:
-        raise ValueError(f"unknown attention backend {name!r}; use one of {ATTENTION_BACKENDS}")
-    if flash_kernel not in FLASH_KERNELS:
-        raise ValueError(f"unknown flash_kernel {flash_kernel!r}; use one of {FLASH_KERNELS}")
-    backend = ATTENTION_BACKEND_TABLE[name]
-    if attention_dropout and not backend.attention_dropout:
-        able = [b for b, row in ATTENTION_BACKEND_TABLE.items() if row.attention_dropout]
-        raise ValueError(
-            f"attention backend {name!r} cannot drop attention weights (attention_dropout); "
-            f"turn attention_dropout off or use one of {able}"
-        )
-    return backend
-
-
-class NormPlacement(NamedTuple):
-    """Where the LayerNorms sit: around attention and around the feed-forward
-    (``pre``: on the sublayer's input, ``post``: on the residual sum, ``none``), after
-    the stack, and whether attention normalises queries and keys."""
-
-    attention: str
-    feedforward: str
-    final_norm: bool
-    qk_norm: bool
-
-
-NORM_PLACEMENT_TABLE = {
-    "post": NormPlacement("post", "post", final_norm=False, qk_norm=False),  # published
-    "pre": NormPlacement("pre", "pre", final_norm=True, qk_norm=False),
-    "hybrid": NormPlacement("none", "post", final_norm=False, qk_norm=True),  # HybridNorm
-}
-NORM_PLACEMENTS = tuple(NORM_PLACEMENT_TABLE)
+    check_attention(name, flash_kernel, attention_dropout)
+    return ATTENTION_BACKEND_TABLE[name]
 
 
 def residual(
@@ -164,60 +142,6 @@ def residual(
     out, extra = sublayer(norm(x) if position == "pre" else x)
     x = x + (out if scale is None else out * scale)
     return (norm(x) if position == "post" else x), extra
-
-
-@dataclass(frozen=True)
-class EncoderOptions:
-    """Optional modern variants of the encoder; these defaults (the published model) are
-    the only place the option defaults are written (``model.ModelConfig`` reads them).
-
-    Attributes:
-        norm: ``post`` (published; PyTorch's default layer), ``pre`` (norm before each
-            block, final norm after the stack) or ``hybrid`` (HybridNorm: QK-norm inside
-            attention, no norm around it, post-norm around the feed-forward).
-        layer_scale_init: if > 0, LayerScale: each residual branch is multiplied by a
-            learned per-channel vector initialised to this value (0: off).
-        value_residual: mix every layer's attention values with the first layer's
-            (``v <- v + lambda (v_1 - v)``, lambda learned per layer, init 0.5).
-        qk_norm: LayerNorm over the head dimension of queries and keys (always on for
-            ``hybrid``); bounds the attention logits.
-        feedforward: ``relu`` (published), ``gelu`` or ``swiglu`` (gated SiLU; hidden
-            width 2/3 of ``dim_feedforward`` so the parameter count stays about equal).
-        n_registers: K learned tokens prepended to every event; they take part in
-            attention (every hit may attend to them) and are dropped from the output.
-        attention_window: if > 0, local attention: a hit attends only to hits within
-            this many ranks of it, on each side, in azimuth (phi) order within its
-            event, wrapping around at phi = +-pi (and to the register tokens).
-    """
-
-    norm: str = "post"
-    layer_scale_init: float = 0.0
-    value_residual: bool = False
-    qk_norm: bool = False
-    feedforward: str = "relu"
-    n_registers: int = 0
-    attention_window: int = 0
-
-    def __post_init__(self) -> None:
-        if self.norm not in NORM_PLACEMENTS:
-            raise ValueError(f"unknown norm {self.norm!r}; use one of {NORM_PLACEMENTS}")
-        if self.feedforward not in FEEDFORWARDS:
-            raise ValueError(f"unknown feedforward {self.feedforward!r}; use {FEEDFORWARDS}")
-        if self.layer_scale_init < 0 or self.n_registers < 0 or self.attention_window < 0:
-            raise ValueError("layer_scale_init, n_registers and attention_window must be >= 0")
-
-    @classmethod
-    def from_fields(cls, values: Any) -> EncoderOptions:
-        """The options read from any object with attributes of the same names."""
-        return cls(**{f.name: getattr(values, f.name) for f in fields(cls)})
-
-    @property
-    def placement(self) -> NormPlacement:
-        return NORM_PLACEMENT_TABLE[self.norm]
-
-    @property
-    def uses_qk_norm(self) -> bool:
-        return self.qk_norm or self.placement.qk_norm
 
 
 class MultiHeadSelfAttention(nn.Module):

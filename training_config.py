@@ -13,14 +13,6 @@ import argparse
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from checkpoint import load_checkpoint
-from custom_encoder import (
-    ATTENTION_BACKENDS,
-    FEEDFORWARDS,
-    FLASH_KERNELS,
-    NORM_PLACEMENTS,
-    EncoderOptions,
-)
 from data_processing.data_types import DATA_TYPES
 from data_processing.errors import UserError
 from evaluation.clustering import ClusteringConfig, published_setting
@@ -30,10 +22,18 @@ from evaluation.options import (
     new_parser,
     option,
 )
-from model import ModelConfig
-from training_steps import LR_SCHEDULES, PRECISIONS
+from network_options import (
+    ATTENTION_BACKENDS,
+    FEEDFORWARDS,
+    FLASH_KERNELS,
+    NORM_PLACEMENTS,
+    ModelConfig,
+)
 
 LR_SCALINGS = ("sqrt", "linear", "none")
+LR_SCHEDULES = ("constant", "cosine")
+# --precision: the autocast dtype (training_steps.PRECISIONS maps each to its torch dtype).
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -79,7 +79,12 @@ class TrainConfig:
         "flash's varlen kernel: auto | flash_attn | torch | cudnn",
         choices=FLASH_KERNELS,
     )
-    # Encoder variants (custom_encoder.EncoderOptions); the defaults are the published model.
+    attention_dropout: bool = option(
+        ModelConfig.attention_dropout,
+        "dropout on the attention weights too (the reference layer; about 4x slower CPU "
+        "training; refused with flash)",
+    )
+    # Encoder variants (network_options.EncoderOptions); the defaults: the published model.
     norm: str = option(
         ModelConfig.norm,
         "post | pre | hybrid (QK-norm + post-norm feed-forward)",
@@ -98,7 +103,7 @@ class TrainConfig:
     )
     hits_per_batch: int = option(0, "hit budget per step; 0: --batch_size events per step")
     precision: str = option(
-        "fp32", "fp32 | bf16 | fp16 autocast (CUDA; fp32 on a CPU)", choices=tuple(PRECISIONS)
+        "fp32", "fp32 | bf16 | fp16 autocast (CUDA; fp32 on a CPU)", choices=PRECISION_NAMES
     )
     compile: bool = option(False, "torch.compile the model (eager if it fails)")
     lr_scaling: str = option(
@@ -130,24 +135,16 @@ class TrainConfig:
         out_dim: int,
         xy_mean_std: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0),
     ) -> ModelConfig:
-        """The model this run trains; ``xy_mean_std`` from the input normaliser (for phi)."""
-        return ModelConfig(
-            in_dim=in_dim,
-            out_dim=out_dim,
-            d_model=self.embedding_size,
-            n_layers=self.nr_enc_layers,
-            n_heads=self.nr_heads,
-            dim_feedforward=self.hidden_dim,
-            dropout=self.dropout,
-            norm_first=self.norm_first,
-            attention=self.attention,
-            flash_kernel=self.flash_kernel,
-            # The encoder options carry the same names here and in ModelConfig.
-            **{f.name: getattr(self, f.name) for f in fields(EncoderOptions)},
-            xy_mean_std=xy_mean_std,
+        """The model this run trains; ``xy_mean_std`` from the input normaliser (for phi).
+
+        Every ModelConfig field is read from the option of the same name (the sizes from
+        their CLI names, ``network_options.CLI_NAMES``)."""
+        return ModelConfig.from_settings(
+            self, in_dim=in_dim, out_dim=out_dim, xy_mean_std=xy_mean_std
         )
 
     def clustering_config(self) -> ClusteringConfig:
+        """HDBSCAN's settings: the options given, else the data set's published ones."""
         published = published_setting(self.data_type, self.tracks) or (5, 2)
         return ClusteringConfig(
             min_cluster_size=self.min_cluster_size or published[0],
@@ -192,6 +189,8 @@ def config_from_args(argv: list[str] | None, defaults: TrainConfig | None = None
     checkpoint_path = Path(config.model_name)
     if not (config.resume and checkpoint_path.is_file()):
         return config
+    from checkpoint import load_checkpoint  # lazy: it imports torch, --help must not
+
     stored = load_checkpoint(checkpoint_path).get("train_config") or {}
     known = {f.name for f in fields(TrainConfig)}
     stored_defaults = TrainConfig(

@@ -23,14 +23,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from data_processing.batching import Batch, BatchPlan, DeviceEvents
+from training_config import LR_SCHEDULES, PRECISION_NAMES
 
-# Autocast dtype of each --precision (None: plain fp32).
-PRECISIONS: dict[str, torch.dtype | None] = {
-    "fp32": None,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}
-LR_SCHEDULES = ("constant", "cosine")
+# Autocast dtype of each --precision (None: plain fp32); the names are training_config's.
+PRECISIONS: dict[str, torch.dtype | None] = dict(
+    zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16), strict=True)
+)
 # A model family's loss of one batch: (model, batch) -> (loss sum, number of terms).
 LossFn = Callable[[nn.Module, Batch], tuple[Tensor, Tensor]]
 

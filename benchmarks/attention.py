@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attention_ops import FLASH_KERNELS, VARLEN_KERNEL_NAME, flash_kernel_available
+from attention_ops import VARLEN_KERNEL_NAME, flash_kernel_available
 from data_processing.batching import (
     Batch,
     BatchPlan,
@@ -63,6 +63,7 @@ from data_processing.errors import run_cli
 from evaluation.inference import predict_track_params
 from evaluation.options import DefaultsHelpFormatter
 from model import ModelConfig, TransformerRegressor
+from network_options import FLASH_KERNELS
 from training_steps import Optimisation, masked_squared_error, maybe_compile, run_epoch
 
 HERE = Path(__file__).resolve().parent

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attention_ops import FLASH_KERNELS, VARLEN_KERNELS, flash_kernel_available
+from attention_ops import VARLEN_KERNELS, flash_kernel_available
 from benchmarks.attention import (
     MODELS,
     command_line,
@@ -61,6 +61,7 @@ from data_processing.batching import BatchPlan, batch_event_indices
 from data_processing.errors import run_cli
 from evaluation.options import DefaultsHelpFormatter
 from model import ModelConfig, TransformerRegressor
+from network_options import FLASH_KERNELS
 from training_steps import Optimisation, run_epoch
 
 HERE = Path(__file__).resolve().parent

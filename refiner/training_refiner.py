@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import training
-from checkpoint import load_checkpoint
 from data_processing.data_files import DataSource, ensure_data
 from data_processing.data_types import DATA_TYPES
 from data_processing.derived_data import EventSelection
@@ -82,6 +81,8 @@ class RefinerDataConfig:
 def resolve_source(config: RefinerDataConfig) -> tuple[Path, str, EventSelection | None]:
     """(source file, data type, which of its events; None = all) for ``config``."""
     if config.base_model is not None:
+        from checkpoint import load_checkpoint  # lazy: --help must not import torch
+
         state = load_checkpoint(config.base_model)
         data = state["data"]
         # A shipped base model's training file is absent from a fresh clone (data/ is

@@ -17,7 +17,6 @@ import training
 import training_steps
 from attention_ops import AttentionLayout, flash_kernel_available, nested_sdpa
 from checkpoint import load_checkpoint, model_from_checkpoint
-from custom_encoder import ATTENTION_BACKENDS
 from data_processing.batching import (
     BatchPlan,
     DeviceEvents,
@@ -28,6 +27,7 @@ from data_processing.batching import (
 from data_processing.redvid import SimulationConfig, generate_dataset
 from evaluation.inference import predict_track_params
 from model import ModelConfig, TransformerRegressor
+from network_options import ATTENTION_BACKENDS
 
 SIZES = [5, 9, 1, 7, 4]  # includes a one-hit event
 TOL = {"atol": 1e-5, "rtol": 1e-5}

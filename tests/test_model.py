@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from custom_encoder import (
-    ATTENTION_BACKEND_TABLE,
-    ATTENTION_BACKENDS,
-    AttentionLayout,
-    attention_backend,
-)
+from custom_encoder import ATTENTION_BACKEND_TABLE, AttentionLayout, attention_backend
 from model import ModelConfig, TransformerRegressor
+from network_options import ATTENTION_BACKENDS
 
 
 def _model(**overrides) -> TransformerRegressor:

@@ -15,6 +15,7 @@ import torch
 
 import training
 import training_config
+import training_loop
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from data_processing.errors import UserError, run_cli
 from data_processing.redvid import SimulationConfig, generate_dataset
@@ -166,7 +167,7 @@ def test_early_stopping_keeps_the_best_weights_and_resumes_with_the_new_patience
             return next(scripted)
         return real_run_epoch(model, data, plan, packed, optimisation, *args, **kwargs)
 
-    monkeypatch.setattr(training, "run_epoch", run_epoch)
+    monkeypatch.setattr(training_loop, "run_epoch", run_epoch)
     weights: dict[int, dict[str, torch.Tensor]] = {}
 
     def record(epoch: int, model, seconds: float, val_loss: float) -> None:
@@ -377,3 +378,46 @@ def test_a_bad_option_is_one_line() -> None:
     assert "--nr_epochs" in _assert_user_error(result, "invalid int value: 'many'")
     result = _run_script("evaluation/test.py", "--model_name", "m.pt", "--split", "half")
     assert "--split" in _assert_user_error(result, "invalid choice: 'half'")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["training.py"], ["training_flash.py"], ["-m", "refiner.training_refiner"]],
+    ids=["training", "training_flash", "training_refiner"],
+)
+def test_training_help_loads_no_torch(command: list[str]) -> None:
+    """``--help`` of every training command line answers without importing torch (the
+    loop, checkpoints and the network are imported only once the options are parsed)."""
+    result = _run_script("-X", "importtime", *command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--attention_dropout" in result.stdout and "--nr_epochs" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "training_config" in imported and "network_options" in imported
+    assert not imported & {"torch", "model", "checkpoint", "training_loop"}, imported
+
+
+def test_the_loop_stays_reachable_as_training_names() -> None:
+    assert training.train is training_loop.train
+    assert training.run_epoch is training_loop.run_epoch
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        training.no_such_name  # noqa: B018
+
+
+def test_attention_dropout_is_opt_in_and_a_resumed_run_may_switch_it(
+    linear_file: Path, tmp_path: Path
+) -> None:
+    assert training.config_from_args([]).attention_dropout is False
+    assert training.config_from_args(["--attention_dropout"]).model_config(3, 3).attention_dropout
+    with pytest.raises(ValueError, match="'flash' cannot drop attention weights"):
+        training.config_from_args(["--attention", "flash", "--attention_dropout"]).model_config(
+            3, 3
+        )
+    path = tmp_path / "ad.pt"
+    first = training.train(_config(linear_file, path, nr_epochs=1, attention_dropout=True))
+    assert first.model.encoder.layers[0].self_attn.dropout == pytest.approx(0.1)
+    assert load_checkpoint(path)["model_config"]["attention_dropout"] is True
+    resumed = training.train(_config(linear_file, path, nr_epochs=2, resume=True))
+    assert len(resumed.val_losses) == 2
+    assert resumed.model.config.attention_dropout is False
+    assert resumed.model.encoder.layers[0].self_attn.dropout == 0.0
+    assert load_checkpoint(path)["model_config"]["attention_dropout"] is False
