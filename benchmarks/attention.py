@@ -12,8 +12,10 @@ Paths:
   random batches of the reference batch size (64, 32 or 8 events).
 * ``reference, no attn dropout``: the same with dropout 0, to show what attention-weight
   dropout costs (on a CPU it moves SDPA off its fused kernel).
-* ``sdpa, sorted``: our model and training loop (``training.run_epoch``) on padded,
-  size-sorted batches of the reference batch size (dropout 0.1 everywhere).
+* ``sdpa, sorted``: our model and training loop (``training_steps.run_epoch``) on
+  padded, size-sorted batches of the reference batch size (dropout 0.1 on the residual
+  and feed-forward branches, none on the attention weights: the model's default since
+  benchmarks/results_attention_defaults_cpu.md; ``--attention_dropout`` in training).
 * ``flash, packed`` (CUDA) / ``flash, sorted`` (CPU): our model with ``attention=flash``,
   batched by a hit budget of (reference batch size x mean event size); on CUDA packed
   hits through the varlen kernel in bf16 autocast, on a CPU size-sorted padded batches

@@ -10,7 +10,7 @@ issue 10. This script splits that number up, in one run:
    here is timed:
 
    * ``varlen <name>``: the flash backend's kernels on packed hits
-     (``custom_encoder.VARLEN_KERNELS``: torch's varlen_attn, flash-attn if installed,
+     (``attention_ops.VARLEN_KERNELS``: torch's varlen_attn, flash-attn if installed,
      cuDNN through nested-jagged SDPA);
    * ``dense <backend>``: SDPA on ``[B, H, N, Dh]`` without a mask, restricted to one
      backend (possible here only because all events have one size);
