@@ -28,6 +28,7 @@ from network_options import (
     FLASH_KERNELS,
     NORM_PLACEMENTS,
     ModelConfig,
+    check_attention,
 )
 
 LR_SCALINGS = ("sqrt", "linear", "none")
@@ -154,7 +155,8 @@ class TrainConfig:
 
 
 def validate_config(config: TrainConfig) -> None:
-    """Reject settings the CLI's ``choices`` would reject, for programmatic callers."""
+    """Reject settings the CLI's ``choices`` would reject (for programmatic callers) and
+    combinations no backend can run (``--attention flash --attention_dropout``)."""
     for f in fields(TrainConfig):
         allowed = f.metadata.get("choices")
         if allowed is not None and getattr(config, f.name) not in allowed:
@@ -165,6 +167,10 @@ def validate_config(config: TrainConfig) -> None:
         raise UserError("--batch_size must be >= 1 and --hits_per_batch >= 0")
     if config.threads < 0:
         raise UserError(f"--threads must be 0 (automatic) or more (got {config.threads})")
+    try:
+        check_attention(config.attention, config.flash_kernel, config.attention_dropout)
+    except ValueError as error:
+        raise UserError(f"--attention {config.attention}: {error}") from None
 
 
 # Options whose stored value a --resume run takes unless they are given: everything that

@@ -408,14 +408,17 @@ def test_attention_dropout_is_opt_in_and_a_resumed_run_may_switch_it(
 ) -> None:
     assert training.config_from_args([]).attention_dropout is False
     assert training.config_from_args(["--attention_dropout"]).model_config(3, 3).attention_dropout
-    with pytest.raises(ValueError, match="'flash' cannot drop attention weights"):
-        training.config_from_args(["--attention", "flash", "--attention_dropout"]).model_config(
-            3, 3
-        )
+    refused = _run_script("training.py", "--attention", "flash", "--attention_dropout")
+    _assert_user_error(refused, "--attention flash", "cannot drop attention weights")
     path = tmp_path / "ad.pt"
     first = training.train(_config(linear_file, path, nr_epochs=1, attention_dropout=True))
     assert first.model.encoder.layers[0].self_attn.dropout == pytest.approx(0.1)
     assert load_checkpoint(path)["model_config"]["attention_dropout"] is True
+    # The command line keeps the stored choice unless told otherwise.
+    stored = training.config_from_args(["--resume", "--model_name", str(path)])
+    assert stored.attention_dropout is True
+    switched = ["--resume", "--model_name", str(path), "--no-attention_dropout"]
+    assert training.config_from_args(switched).attention_dropout is False
     resumed = training.train(_config(linear_file, path, nr_epochs=2, resume=True))
     assert len(resumed.val_losses) == 2
     assert resumed.model.config.attention_dropout is False
