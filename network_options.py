@@ -5,8 +5,7 @@ Everything a command line needs to know about the model before it builds one: th
 variants (``EncoderOptions``) and the lists of choices (attention backends, varlen
 kernels, norm placements, feed-forwards). ``model.py``, ``custom_encoder.py`` and
 ``attention_ops.py`` read their defaults and choices from here, so each is written once;
-``training.py --help`` reads them without importing torch (it answers in a fraction of
-a second).
+``python training.py --help`` reads them without importing torch.
 """
 
 from __future__ import annotations

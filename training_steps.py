@@ -1,9 +1,10 @@
 """The parts of a training run below the loop: devices and ranks, one epoch of steps,
 the loss, the learning-rate schedule, mixed precision and compilation.
 
-``training.py`` holds the settings, the command line and the loop over epochs; it calls
-these functions, and the benchmarks time them directly. Nothing here reads files or
-knows the settings dataclass.
+``training_loop.py`` holds the loop over epochs (``training_config.py`` the settings,
+``training.py`` the command line); it calls these functions, and the benchmarks time
+them directly. Nothing here reads files or knows the settings dataclass (only the
+torch-free names of its choices, ``PRECISION_NAMES`` and ``LR_SCHEDULES``).
 
 Speed on a GPU: nothing inside a step waits for the device (the loss is accumulated on
 the device and read once per epoch); the learning rate is a host float set per step.
