@@ -1,0 +1,334 @@
+"""Train the hit filter and the MaskFormer tracker: ``python -m tracker.train``.
+
+``--stage filter`` trains the hit filter (per-hit BCE), ``--stage tracker`` the tracker
+on the hits the filter keeps (probability >= ``--filter_threshold``; ``--ideal_filter``:
+the true target hits), ``--stage both`` one after the other. Events come from
+``--data_dir`` (simulated there first with ``data_processing.trackml_sim`` if it holds
+none), split 70/15/15 by event with ``--seed``.
+
+Both stages run the project's one training loop (``training._run_one_epoch`` over
+``training_steps.run_epoch`` with this family's loss as its ``loss_fn``): the data set
+on the device (``DeviceEvents``), hit-budget batches, autocast, DDP under torchrun, the
+learning-rate scaling and schedule, early stopping, ``--max_minutes``; each stage's
+checkpoint is written atomically after every epoch (``checkpoint.save_checkpoint``) and
+``--resume`` continues it. The tracker step matches queries to particles on the host
+(one device-to-host copy of the cost matrices per step, as hepattn does).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from checkpoint import load_checkpoint, save_checkpoint
+from data_processing.batching import Batch, BatchPlan, batch_event_indices
+from data_processing.dataset import split_events
+from data_processing.errors import UserError, run_cli
+from data_processing.trackml_events import list_events
+from evaluation.options import apply_threads, check_writable_file, thread_note
+from tracker.config import TrackerConfig, config_from_args
+from tracker.data import TARGET_LABEL, TARGET_SLOT, HitSet, feature_statistics, read_hit_set
+from tracker.matching import LossWeights, tracker_loss
+from tracker.model import (
+    FilterModelConfig,
+    HitFilter,
+    MaskFormerTracker,
+    TrackerModelConfig,
+    n_parameters,
+)
+from training import (
+    EpochPlan,
+    RunState,
+    _restore,
+    _run_one_epoch,
+    epoch_batches,
+    events_per_step,
+    scaled_lr,
+)
+from training_steps import (
+    DistributedContext,
+    Optimisation,
+    effective_precision,
+    init_distributed,
+    learning_rate_schedule,
+    maybe_compile,
+    resolve_device,
+)
+
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+FAMILY = "tracker"
+
+
+def filter_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """Summed BCE of the per-hit filter logits over real hits, and the number of hits."""
+    logits = model(batch.x, batch.layout)
+    real = ~batch.layout.pad_mask
+    bce = F.binary_cross_entropy_with_logits(
+        logits.float(), batch.y[..., TARGET_LABEL], reduction="none"
+    )
+    return (bce * real).sum(), real.sum().float()
+
+
+def make_tracker_loss(weights: LossWeights):
+    """The tracker's loss_fn: matched MaskFormer loss of the batch (counted as one term)."""
+
+    def loss_fn(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+        outputs = model(batch.x, batch.layout)
+        slot = batch.y[..., TARGET_SLOT].long()
+        loss, _ = tracker_loss(outputs, slot, ~batch.layout.pad_mask, weights)
+        return loss, torch.ones((), device=loss.device)
+
+    return loss_fn
+
+
+def ensure_events(config: TrackerConfig) -> Path:
+    """``config.data_dir``, simulated first (``--simulate_events`` events) if it holds none."""
+    directory = Path(config.data_dir)
+    if directory.is_dir() and list_events(directory):
+        return directory
+    if config.simulate_events < 3:
+        raise UserError(f"{directory}: no TrackML events, and --simulate_events is below 3")
+    from data_processing.trackml_sim import SimConfig, simulate_events
+
+    print(f"simulating {config.simulate_events} events into {directory} (seed {config.seed})")
+    simulate_events(
+        directory,
+        SimConfig(seed=config.seed, n_particles=config.n_particles),
+        config.simulate_events,
+    )
+    return directory
+
+
+def split_hit_sets(config: TrackerConfig, hits: HitSet) -> tuple[HitSet, HitSet, HitSet]:
+    """Train / validation / test events (70/15/15, seeded)."""
+    parts = split_events(hits.n_events, SPLIT_FRACTIONS, config.seed)
+    return tuple(hits.subset(part) for part in parts)  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def filter_probabilities(
+    model: HitFilter, hits: HitSet, device: torch.device, batch_size: int = 1
+) -> np.ndarray:
+    """[T] filter probability of every hit of ``hits`` (events batched, padded)."""
+    model.eval()
+    data = hits.device_events(device)
+    plan = BatchPlan.from_batches(
+        batch_event_indices(hits.sizes, batch_size, False, sort_window=1), hits.sizes, device
+    )
+    out = torch.empty(len(hits.slot), device=device)
+    for i in range(len(plan)):
+        batch = plan.batch(data, i, False)
+        probs = torch.sigmoid(model(batch.x, batch.layout).float())
+        real = batch.rows >= 0
+        out[batch.rows[real]] = probs[real]
+    return out.cpu().numpy()
+
+
+def tracker_hits(config: TrackerConfig, hits: HitSet, device: torch.device) -> HitSet:
+    """The hits the tracker sees: those the filter keeps (or the true target hits)."""
+    if config.ideal_filter:
+        keep = hits.label
+    else:
+        state = load_checkpoint(config.filter_model, device)
+        model = HitFilter(FilterModelConfig.from_dict(state["model_config"])).to(device)
+        model.load_state_dict(state["best_model_state_dict"])
+        keep = filter_probabilities(model, hits, device) >= config.filter_threshold
+    kept = hits.select_hits(keep, config.min_hits)
+    most = int(kept.n_particles.max()) if kept.n_events else 0
+    if most > config.n_queries:
+        raise UserError(
+            f"{config.data_dir}: an event holds {most} target particles, more than "
+            f"--n_queries {config.n_queries}"
+        )
+    return kept
+
+
+def _checkpoint(
+    run: RunState, epoch: int, optimisation: Optimisation, config: TrackerConfig, stage: str
+) -> dict[str, Any]:
+    scaler = optimisation.scaler
+    return {
+        "family": FAMILY,
+        "stage": stage,
+        "epoch": epoch,
+        "step": optimisation.step,
+        "model_state_dict": run.model.state_dict(),
+        "best_model_state_dict": run.best_state,
+        "optimizer_state_dict": run.optimizer.state_dict(),
+        "train_losses": run.train_losses,
+        "val_losses": run.val_losses,
+        "stale_epochs": run.stale_epochs,
+        "stopped": run.stopped,
+        "grad_scaler": scaler.state_dict() if scaler is not None else None,
+        "model_config": run.model_config.to_dict(),
+        "normaliser": {},  # the feature statistics live in model_config
+        "train_config": asdict(config),
+        "data": {
+            "path": str(config.data_dir),
+            "split_seed": config.seed,
+            "split_fractions": list(SPLIT_FRACTIONS),
+            "cuts": asdict(config.cuts),
+        },
+    }
+
+
+def train_stage(
+    config: TrackerConfig,
+    stage: str,
+    model: nn.Module,
+    train_hits: HitSet,
+    val_hits: HitSet,
+    loss_fn,
+    path: Path,
+    ctx: DistributedContext,
+    device: torch.device,
+) -> list[float]:
+    """Train ``model`` on ``train_hits`` with the project's loop; returns validation losses."""
+    say = print if ctx.is_main else (lambda *args, **kwargs: None)
+    state = load_checkpoint(path, device) if config.resume and path.exists() else None
+    fused = device.type == "cuda"
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    run = RunState(model, model.config, None, optimizer, best, [], [])  # type: ignore[arg-type]
+    if state is not None:
+        _restore(run, state, fused, config.early_stop)
+        say(f"{stage}: resumed from {path} after epoch {state['epoch']}")
+    train_data = train_hits.device_events(device)
+    val_data = val_hits.device_events(device)
+    precision = effective_precision(config.precision, device)
+    val_batches = batch_event_indices(val_hits.sizes, config.batch_size, False)
+    val_plan = BatchPlan.from_batches(
+        val_batches[ctx.rank :: ctx.world_size], val_hits.sizes, device
+    )
+    n_per_step = events_per_step(config, float(train_hits.sizes.mean()), ctx.world_size)
+    first = epoch_batches(config, train_hits.sizes, 0, ctx)
+    lr_at = learning_rate_schedule(
+        scaled_lr(config, n_per_step),
+        round(config.warmup_epochs * len(first)),
+        config.nr_epochs * len(first),
+        config.lr_schedule,
+    )
+    step_model: nn.Module = model
+    if ctx.world_size > 1:
+        step_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if stage == "filter":
+        sample = BatchPlan.from_batches(first[:1], train_hits.sizes, device)
+        step_model = maybe_compile(
+            step_model, config.compile, sample.batch(train_data, 0, False), precision
+        )
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    if scaler is not None and state is not None and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])
+    optimisation = Optimisation(optimizer, lr_at, run.step, scaler)
+    plan = EpochPlan(
+        train_data,
+        val_data,
+        train_hits.sizes,
+        val_plan,
+        False,
+        precision,
+        step_model,
+        optimisation,
+        loss_fn,
+    )
+    say(
+        f"{stage}: {n_parameters(model)} parameters on {device}; train/val events "
+        f"{train_hits.n_events}/{val_hits.n_events}, mean {train_hits.sizes.mean():.0f} hits"
+    )
+    started = time.perf_counter()
+    for epoch in range(run.start_epoch, config.nr_epochs):
+        if run.stopped:
+            break
+        out_of_time = _run_one_epoch(
+            config,
+            ctx,
+            run,
+            plan,
+            epoch,
+            time.perf_counter() - started,
+            say,  # type: ignore[arg-type]
+        )
+        run.stopped = run.stopped or out_of_time
+        if ctx.is_main:
+            save_checkpoint(_checkpoint(run, epoch, optimisation, config, stage), path)
+    model.load_state_dict(run.best_state)
+    return run.val_losses
+
+
+def train(config: TrackerConfig) -> dict[str, Any]:
+    """Run the stages ``config.stage`` asks for; returns the validation losses per stage."""
+    stages = ("filter", "tracker") if config.stage == "both" else (config.stage,)
+    for stage in stages:
+        if stage == "filter" or not config.ideal_filter:
+            check_writable_file(config.filter_model, "--filter_model")
+        if stage == "tracker":
+            check_writable_file(config.tracker_model, "--tracker_model")
+    ctx = init_distributed(config.device)
+    device = resolve_device(config.device, ctx.local_rank)
+    directory = ensure_events(config) if ctx.is_main else Path(config.data_dir)
+    hits = read_hit_set(str(directory), config.cuts, config.max_events)
+    train_hits, val_hits, _ = split_hit_sets(config, hits)
+    mean, std = feature_statistics(train_hits)
+    losses: dict[str, Any] = {}
+    if "filter" in stages:
+        torch.manual_seed(config.seed)
+        model = HitFilter(FilterModelConfig(config.filter_encoder(), mean, std)).to(device)
+        losses["filter"] = train_stage(
+            config,
+            "filter",
+            model,
+            train_hits,
+            val_hits,
+            filter_loss,
+            Path(config.filter_model),
+            ctx,
+            device,
+        )
+    if "tracker" in stages:
+        kept_train = tracker_hits(config, train_hits, device)
+        kept_val = tracker_hits(config, val_hits, device)
+        torch.manual_seed(config.seed)
+        model = MaskFormerTracker(
+            TrackerModelConfig(
+                config.tracker_encoder(), config.n_queries, config.decoder_layers, mean, std
+            )
+        ).to(device)
+        losses["tracker"] = train_stage(
+            config,
+            "tracker",
+            model,
+            kept_train,
+            kept_val,
+            make_tracker_loss(config.loss_weights),
+            Path(config.tracker_model),
+            ctx,
+            device,
+        )
+    if ctx.owns_group:
+        torch.distributed.destroy_process_group()
+    return losses
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    config = config_from_args(argv, "Train the hit filter and the MaskFormer tracker.")
+    threads = apply_threads(config.threads)
+    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    started = time.perf_counter()
+    losses = train(config)
+    print(f"finished in {time.perf_counter() - started:.1f} s")
+    return losses
+
+
+if __name__ == "__main__":
+    run_cli(main)
