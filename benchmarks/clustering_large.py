@@ -59,6 +59,7 @@ class BenchConfig:
     regions: tuple[int, ...]
     jobs: int
     candidates: tuple[str, ...]
+    max_events: int
     out: str
 
 
@@ -140,7 +141,7 @@ def run(config: BenchConfig) -> pd.DataFrame:
         for path in config.data:
             events = load_events(path, "trackml", max_nr_hits=None)
             params, _ = event_parameters(events, config)
-            for i in range(events.n_events):
+            for i in range(min(events.n_events, config.max_events)):
                 a, b = events.offsets[i], events.offsets[i + 1]
                 one = events.subset(np.array([i]))
                 for name in candidates + [f"regions{s}" for s in config.regions]:
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         default=["hdbscan", "sklearn", "fast_hdbscan"],
         help="whole-event implementations",
     )
+    parser.add_argument("--max_events", type=int, default=4, help="events per file")
     parser.add_argument("--extra_path", help="folder added to sys.path (e.g. fast_hdbscan)")
     parser.add_argument("--out", default=str(RESULTS), help="markdown table written here")
     args = parser.parse_args(argv)
@@ -246,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         tuple(args.regions),
         args.jobs,
         tuple(args.candidates),
+        args.max_events,
         args.out,
     )
     print(f"config: {config}")

@@ -19,7 +19,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class ShippedModel:
     tracks: str
     published: dict[str, float]
     ci_floor: float
+    # TrackML models: their sub-event test sets (evaluation.tml_test_sets), else None.
+    test_sets: dict[str, Any] | None = None
 
     def checkpoint(self, folder: str | Path = MODELS_DIR) -> Path:
         return Path(folder) / f"{self.name}.pt"
@@ -71,7 +73,11 @@ class Manifest:
     models: tuple[ShippedModel, ...]
 
     def test_set(self, model: ShippedModel, n_events: int | None = None) -> dict[str, Any]:
-        """SimulationConfig fields of ``model``'s test set (``n_events`` overrides)."""
+        """SimulationConfig fields of ``model``'s test set (``n_events`` overrides); for a
+        TrackML model its sub-event sets' definition (``evaluation.tml_test_sets``)."""
+        if model.test_sets is not None:
+            size = n_events or model.test_sets["n_sub_events"]
+            return {**model.test_sets, "n_sub_events": size}
         return {
             "n_events": n_events or self.test_events,
             "tracks": model.tracks,
@@ -120,8 +126,36 @@ def evaluate_model(
     the same seed (the CI set), not a prefix of the full one. Sets are cached in
     ``data_dir``.
     """
+    if model.test_sets is not None:
+        return evaluate_tml_model(model, manifest, n_events, cluster_jobs, data_dir)[0][1]
     simulation = SimulationConfig(**manifest.test_set(model, n_events))
     path = ensure_dataset(simulation, data_dir)
+    return evaluate_file(model, path, cluster_jobs)
+
+
+def evaluate_tml_model(
+    model: ShippedModel,
+    manifest: Manifest,
+    n_events: int | None = None,
+    cluster_jobs: int = -1,
+    data_dir: str | Path = REPO_ROOT / "data",
+) -> list[tuple[str, dict[str, Any]]]:
+    """(source, metrics) of a TrackML model on each of its sets that can be built: the
+    real-hit set only where the real sample is (a note otherwise), then the simulated one."""
+    from evaluation.tml_test_sets import build_test_set, definition_sets, real_event_prefix
+
+    results = []
+    for spec in definition_sets(manifest.test_set(model, n_events)):
+        path = build_test_set(spec, Path(data_dir) / "tml")
+        if path is None:
+            print(f"{model.name}: no real sample at {real_event_prefix()}; real-hit set skipped")
+            continue
+        results.append((spec.source, evaluate_file(model, path, cluster_jobs)))
+    return results
+
+
+def evaluate_file(model: ShippedModel, path: str | Path, cluster_jobs: int) -> dict[str, Any]:
+    """Metrics of ``model`` on every event of the file ``path``."""
     config = EvaluationConfig(
         model_name=str(model.checkpoint()),
         data_path=str(path),
@@ -191,10 +225,17 @@ def main(argv: list[str] | None = None) -> list[tuple[ShippedModel, dict[str, An
     rows = []
     for name in args.models or list(by_name):
         tick = time.perf_counter()
-        metrics = evaluate_model(by_name[name], manifest, args.n_events, args.cluster_jobs)
+        model = by_name[name]
+        if model.test_sets is None:
+            scored = [(model, evaluate_model(model, manifest, args.n_events, args.cluster_jobs))]
+        else:  # one row per TML test set: real hits (where the sample is), simulated
+            sets = evaluate_tml_model(model, manifest, args.n_events, args.cluster_jobs)
+            scored = [(replace(model, name=f"{name} ({src})"), m) for src, m in sets]
         seconds = time.perf_counter() - tick
-        rows.append((by_name[name], metrics, seconds))
-        print(f"{name}: TrackML score {metrics['trackml_score']:.4f} ({seconds:.0f} s)", flush=True)
+        for row_model, metrics in scored:
+            rows.append((row_model, metrics, seconds))
+            score = metrics["trackml_score"]
+            print(f"{row_model.name}: TrackML score {score:.4f} ({seconds:.0f} s)", flush=True)
     table = results_table(rows)
     print(table)
     if args.out:
