@@ -252,7 +252,7 @@ def _confusion_panel(ax, true: np.ndarray, predicted: np.ndarray, name: str, lev
     rows = shown.sum(axis=1, keepdims=True)
     share = np.divide(shown, rows, out=np.zeros(shown.shape), where=rows > 0)
     cells = [
-        [f"{c:,}\n{100 * f:.2f} %" for c, f in zip(r, q, strict=True)]
+        [f"{c:,}\n{100 * f:.4g} %" for c, f in zip(r, q, strict=True)]
         for r, q in zip(shown, share, strict=True)
     ]
     columns = [f"pred. {_level_text(v)}" for v in levels] + (
@@ -274,8 +274,8 @@ def _confusion_panel(ax, true: np.ndarray, predicted: np.ndarray, name: str, lev
     wrong = int(shown.sum() - np.trace(shown[:, :n]))
     ax.set_axis_off()
     ax.set_title(
-        f"{name}: true vs nearest level\n{wrong:,} of {int(shown.sum()):,} hits "
-        f"({100 * wrong / max(int(shown.sum()), 1):.3g} %) off their true level"
+        f"{name}: true vs nearest level\n{wrong:,} of {int(shown.sum()):,} hits off "
+        f"({100 * wrong / max(int(shown.sum()), 1):.3g} %)"
     )
 
 
