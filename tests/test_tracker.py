@@ -306,3 +306,33 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
             ["--data_dir", str(tmp_path / "none"), "--simulate_events", "0", "--no-progress"],
         )
     assert "no TrackML events" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_hits", [9, 14, 40, 101])
+def test_windowed_encoder_equals_the_dense_window_mask(n_hits):
+    """tracker.window (blocks of W on the phi ring) = custom_encoder's dense window mask."""
+    from custom_encoder import Encoder, EncoderOptions
+    from tracker.window import windowed_encode
+
+    torch.manual_seed(0)
+    window = 5
+    options = EncoderOptions(norm="hybrid", feedforward="swiglu")
+    plain = Encoder(16, 4, 32, 3, 0.0, "sdpa", options).eval()
+    dense = Encoder(
+        16,
+        4,
+        32,
+        3,
+        0.0,
+        "sdpa",
+        EncoderOptions(norm="hybrid", feedforward="swiglu", attention_window=window),
+    ).eval()
+    dense.load_state_dict(plain.state_dict())
+    x = torch.randn(n_hits, 16)
+    phi = torch.rand(n_hits) * 2 * np.pi - np.pi
+    expected = dense(x[None], _layout(1, n_hits), phi[None])[0]
+    got = windowed_encode(plain, x, phi, window)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    # The window matters: full attention gives another answer on large events.
+    if n_hits > 2 * window + 1:
+        assert not torch.allclose(plain(x[None], _layout(1, n_hits))[0], expected, atol=1e-3)

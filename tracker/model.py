@@ -4,7 +4,8 @@ Both read the hit features of ``tracker.data.FEATURES`` ([..., 8]: x, y, z, r (m
 phi (rad), u = x / r^2, v = y / r^2 (1/mm)) raw, and standardise them inside with the
 training split's statistics stored in their config, so that the raw phi (feature 5)
 is at hand for the encoder's azimuth window. The hit encoders are the project's
-``custom_encoder.Encoder`` (hybrid norm, SwiGLU, sliding window in phi with wrap-around).
+``custom_encoder.Encoder`` layers (hybrid norm, SwiGLU) with a sliding window in phi with
+wrap-around (``tracker.window``, O(N W)).
 
 * ``HitFilter``: encoder + linear head -> one logit per hit ("hit of a target particle").
 * ``MaskFormerTracker``: encoder over the kept hits; a decoder of learned object queries,
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from custom_encoder import AttentionLayout, Encoder, EncoderOptions, swiglu_hidden
+from tracker.window import encode_events
 
 N_FEATURES = 8
 PHI_FEATURE = 5
@@ -51,10 +53,16 @@ class EncoderSettings:
             n_layers=self.n_layers,
             dropout=self.dropout,
             backend="sdpa",
-            options=EncoderOptions(
-                norm="hybrid", feedforward="swiglu", attention_window=self.attention_window
-            ),
+            # The window is applied by ``encode`` (tracker.window: O(N W)), not by the
+            # encoder's own dense [N, N] mask.
+            options=EncoderOptions(norm="hybrid", feedforward="swiglu"),
         )
+
+    def encode(self, encoder: Encoder, x: Tensor, layout: AttentionLayout, phi: Tensor) -> Tensor:
+        """x [B, N, D] -> [B, N, D]: ``encoder`` with this setting's azimuth window."""
+        if self.attention_window > 0:
+            return encode_events(encoder, x, layout, phi, self.attention_window)
+        return encoder(x, layout)
 
 
 @dataclass
@@ -122,7 +130,8 @@ class HitFilter(nn.Module):
 
     def forward(self, x: Tensor, layout: AttentionLayout) -> Tensor:
         """x: raw features [B, N, 8] -> logits [B, N] (meaningless at padding)."""
-        hidden = self.encoder(self.input_proj(self.standardise(x)), layout, x[..., PHI_FEATURE])
+        embedded = self.input_proj(self.standardise(x))
+        hidden = self.config.encoder.encode(self.encoder, embedded, layout, x[..., PHI_FEATURE])
         return self.head(hidden).squeeze(-1)
 
 
@@ -212,7 +221,8 @@ class MaskFormerTracker(nn.Module):
         mask logits at padding set to -inf-like (-1e4).
         """
         pad = layout.pad_mask
-        hits = self.encoder(self.input_proj(self.standardise(x)), layout, x[..., PHI_FEATURE])
+        embedded = self.input_proj(self.standardise(x))
+        hits = self.config.encoder.encode(self.encoder, embedded, layout, x[..., PHI_FEATURE])
         hit_embed = self.hit_proj(hits)
         queries = self.queries.expand(len(x), -1, -1)
         class_all, mask_all = [], []
