@@ -45,7 +45,7 @@ from tracker.model import (
     TrackerModelConfig,
     n_parameters,
 )
-from training import (
+from training_loop import (
     EpochPlan,
     RunState,
     _restore,
