@@ -88,7 +88,9 @@ class TrackerConfig:
     lr_scaling: str = option("sqrt", "lr rule for bigger steps", choices=LR_SCALINGS)
     warmup_epochs: float = option(0.0, "linear learning-rate warm-up, in epochs")
     lr_schedule: str = option("cosine", "constant | cosine", choices=LR_SCHEDULES)
-    max_minutes: float = option(0.0, "per stage: stop after the epoch crossing this; 0: none")
+    max_minutes: float = option(
+        25.0, "per stage: stop after the epoch crossing this many minutes; 0: no limit"
+    )
     threads: int = option(0, "torch CPU threads; 0: 1 unless OMP_NUM_THREADS")
     progress: bool = option(True, "progress bar inside an epoch")
     split: str = option(
@@ -158,6 +160,7 @@ PRESETS_DEFAULTS: dict[str, dict] = {
         "precision": "bf16",
         "compile": True,
         "warmup_epochs": 1.0,
+        "max_minutes": 0.0,
     },
 }
 

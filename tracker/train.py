@@ -277,6 +277,8 @@ def train(config: TrackerConfig) -> dict[str, Any]:
     ctx = init_distributed(config.device)
     device = resolve_device(config.device, ctx.local_rank)
     directory = ensure_events(config) if ctx.is_main else Path(config.data_dir)
+    if ctx.world_size > 1:
+        torch.distributed.barrier()  # the other ranks read what rank 0 may have simulated
     hits = read_hit_set(str(directory), config.cuts, config.max_events)
     train_hits, val_hits, _ = split_hit_sets(config, hits)
     mean, std = feature_statistics(train_hits)
