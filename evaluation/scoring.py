@@ -295,7 +295,10 @@ def _good_and_total_weight(
     # One integer key per hit for its (track, particle) pair: sorting the keys groups the
     # pairs, and the run lengths are their hit counts (no hashing, no pandas). int32 keys
     # when they fit: they sort in half the time of int64 ones.
-    keys = track.astype(np.int32 if n_tracks * n_particles < 2**31 else np.int64)
+    key_type = np.int32 if n_tracks * n_particles < 2**31 else np.int64
+    # Same-type operands: mixed int32/int64 loops cast element by element.
+    particle = particle.astype(key_type, copy=False)
+    keys = track.astype(key_type)
     keys *= n_particles
     keys += particle
     keys.sort()
