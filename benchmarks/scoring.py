@@ -11,7 +11,8 @@ included in ours) and writes ``benchmarks/results_scoring.md``.
 trackml-library is not on PyPI (the PyPI package named ``trackml`` is an unrelated
 template) and no copy of it is shipped here: it is timed where it is importable, from an
 installed package or from a checkout given with ``--trackml-library`` (LAL/trackml-library
-on GitHub); otherwise its column says it was unavailable.
+on GitHub; results_scoring.md was measured with its version 3, commit 53a165e); otherwise
+its column says it was unavailable.
 
 Run from the repository root::
 
@@ -150,7 +151,8 @@ def load_trackml_score(path: Path | None) -> tuple[Callable | None, str]:
     function = getattr(module, "score_event", None)
     if function is None:
         return None, f"unavailable ({module.__file__} has no score_event)"
-    return function, f"trackml-library from {Path(module.__file__).parent.parent}"
+    where = "the checkout given with --trackml-library" if path else "the installed package"
+    return function, f"trackml-library, {where}"
 
 
 def interleaved_median_ms(

@@ -277,19 +277,15 @@ def _good_and_total_weight(
 
     Args:
         event: [n] int event code in [0, n_events) of each hit; None: one event.
-        n_events: number of event codes (1 when ``event`` is None).
-        track: ([n] int track codes in [0, n_tracks), n_tracks), distinct for distinct
-            (event, track_id); need not be dense (codes up to a few times n cost only a
-            longer table).
-        particle: ([n] int particle codes, n_particles), distinct per (event,
-            particle_id), likewise.
+        track, particle: ([n] int codes in [0, n_codes), n_codes), distinct for distinct
+            (event, track_id) / (event, particle_id); need not be dense (codes up to a
+            few times n cost only longer tables).
         weight: [n] float weight, noise already 0.
         unassigned: [n] bool, hits with a negative label (in no track); None: none.
 
     Returns:
-        ([n_events] credited weight, [n_events] total weight). Numerator and denominator
-        sum the same per-hit weights in the same order (uncredited ones as 0), so a
-        perfect submission gets exactly credited == total.
+        ([n_events] credited weight, [n_events] total weight), both summing the same
+        per-hit weights in the same order (uncredited as 0): truth gets exactly 1.0.
     """
     (track, n_tracks), (particle, n_particles) = track, particle
     # One integer key per hit for its (track, particle) pair: sorting the keys groups the
@@ -328,11 +324,8 @@ def _good_and_total_weight(
 
 
 def _noise_free_weight(particle_id: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """[n] float weight with noise (particle_id 0) set to 0 (SPEC: noise weighs 0).
-
-    REDVID files give noise weight 1, and a noise hit must not earn score credit for
-    sharing a track with others.
-    """
+    """[n] float weight, noise (particle_id 0) set to 0 (SPEC; REDVID files give it 1, and
+    a noise hit must not earn credit for sharing a track with others)."""
     return np.where(particle_id == 0, 0.0, weight)
 
 
@@ -371,9 +364,7 @@ def _check_total(total: np.ndarray, event_ids: np.ndarray) -> None:
         )
 
 
-# --------------------------------------------------------------------------------------
-# The one-event fast path of score_event
-# --------------------------------------------------------------------------------------
+# ------------------------------------------- the one-event fast path of score_event ----
 
 #: Integer ids spanning at most this many times their count (+1024) are codes as they are.
 _COMPACT_SPAN = 4
@@ -388,11 +379,8 @@ def _integer_column(frame: pd.DataFrame, column: str) -> np.ndarray | None:
 
 
 def _offsets(values: np.ndarray, low: int, high: int) -> tuple[np.ndarray, int] | None:
-    """(integer ids in [low, high] as non-negative offsets, table size), or None when
-    the range is wider than a few times the ids' count (a table would be mostly empty).
-
-    Non-negative ids are their own offsets (no copy); others are shifted by ``low``.
-    """
+    """(ids in [low, high] as offsets >= 0, table size), or None when the range is wider
+    than a few times the ids' count. Ids >= 0 are their own offsets (no copy)."""
     if high - low >= _COMPACT_SPAN * len(values) + 1024 or high >= 2**62:
         return None
     if low >= 0:
@@ -463,12 +451,14 @@ def _fast_score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float | 
     missing or extra hits, no hits, zero total weight). The caller then takes the
     general path, which scores the same inputs or raises the message naming the hits.
     """
-    truth_hits, particle_id = (
+    truth_hits, submission_hits = (
         _integer_column(truth, "hit_id"),
-        _integer_column(truth, "particle_id"),
+        _integer_column(submission, "hit_id"),
     )
-    submission_hits = _integer_column(submission, "hit_id")
-    track_id = _integer_column(submission, "track_id")
+    particle_id, track_id = (
+        _integer_column(truth, "particle_id"),
+        _integer_column(submission, "track_id"),
+    )
     if truth_hits is None or particle_id is None or submission_hits is None or track_id is None:
         return None
     n_hits = len(truth_hits)
