@@ -13,8 +13,11 @@ Rows (each says what it needs when it cannot be computed):
 
 Timing is wall-clock on the machine it runs on (a busy 2-core CPU unless stated).
 
-    python benchmarks/tracker.py --preset cpu                    # CPU-scale chain
-    python benchmarks/tracker.py --preset published --full_dir data/tracker_full_test
+    python -m benchmarks.tracker --preset cpu                    # CPU-scale chain
+    python -m benchmarks.tracker --preset published --full_dir data/tracker_full_test
+
+Run it as a module: as a script (python benchmarks/tracker.py) its own folder comes first
+on the import path and this file would shadow the tracker package.
 """
 
 from __future__ import annotations
@@ -115,11 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# Hit filter + MaskFormer tracker vs regressor + HDBSCAN",
         "",
-        f"Command: `python benchmarks/tracker.py {' '.join(argv or [])}`".rstrip() + "; "
+        f"Command: `python -m benchmarks.tracker {' '.join(argv or [])}`".rstrip() + "; "
         f"tracker preset `{args.preset}`, device {args.device}. Efficiencies: gnn_tracking "
         "definition (pixel layers >= 3, |eta| cut of the preset) at pT >= 0.9 / 1.0 GeV; "
         "hepattn's on the overlapping masks (tracker/metrics.py). Times: wall clock per "
-        "event, one event at a time.",
+        "event, one event at a time. TrackML score: over all hits of the preset's volumes, "
+        "whose weight includes particles below the pT cut that the tracker is not trained "
+        "to find, so its ceiling is below 1.",
         "",
         *([args.note, ""] if args.note else []),
         "## Tracker chain on TrackML-geometry events",

@@ -336,3 +336,28 @@ def test_windowed_encoder_equals_the_dense_window_mask(n_hits):
     # The window matters: full attention gives another answer on large events.
     if n_hits > 2 * window + 1:
         assert not torch.allclose(plain(x[None], _layout(1, n_hits))[0], expected, atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_tracker_chain_in_bf16_on_cuda_agrees_with_fp32():
+    """Published-scale widths on a 20,000-hit event: the filter's windowed attention and the
+    tracker run under bf16 autocast on CUDA and agree with fp32 (same weights)."""
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    x = _random_hits(20_000)[None].to(device)
+    layout = AttentionLayout(pad_mask=torch.zeros(1, 20_000, dtype=torch.bool, device=device))
+    hit_filter = HitFilter(FilterModelConfig(EncoderSettings(256, 2, 8, 768, 1024))).to(device)
+    tracker = MaskFormerTracker(
+        TrackerModelConfig(EncoderSettings(256, 2, 8, 768, 512), n_queries=300, n_decoder_layers=2)
+    ).to(device)
+    with torch.no_grad():
+        exact = hit_filter(x, layout)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fast = hit_filter(x, layout)
+        assert torch.corrcoef(torch.stack([exact.flatten(), fast.float().flatten()]))[0, 1] > 0.99
+        kept = x[:, :3000]
+        small = AttentionLayout(pad_mask=torch.zeros(1, 3000, dtype=torch.bool, device=device))
+        exact = tracker(kept, small)["mask_logits"][-1]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fast = tracker(kept, small)["mask_logits"][-1].float()
+        assert torch.corrcoef(torch.stack([exact.flatten(), fast.flatten()]))[0, 1] > 0.98
