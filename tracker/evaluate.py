@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -160,7 +160,9 @@ def evaluate(config: TrackerConfig, hits: HitSet | None = None) -> dict[str, Any
         if config.split == "all":
             hits = all_hits
         else:
-            parts = split_hit_sets(config, all_hits)
+            # The split the tracker was trained with (its checkpoint's seed), not --seed.
+            seed = load_checkpoint(config.tracker_model)["data"]["split_seed"]
+            parts = split_hit_sets(replace(config, seed=seed), all_hits)
             hits = parts[("train", "val", "test").index(config.split)]
     if hits.n_events == 0:
         raise UserError(f"{config.data_dir}: no events to evaluate")
