@@ -11,7 +11,8 @@ This script measures the same on simulated events (hit-table files of sub-events
   attention over n hits needs memory and time of order n^2);
 - ``regions TxP``: domain decomposition (``evaluation.decomposition``): T bands of the hit
   polar angle and P azimuth sectors with an overlap, every region one event for the model
-  and HDBSCAN, the labels merged back.
+  and HDBSCAN, the labels merged back; ``TxPp``: the model runs per region, each hit keeps
+  its home region's prediction and HDBSCAN clusters the whole event.
 
 Per event it records the model, clustering and scoring seconds (wall clock, one torch
 thread, one clustering process), the TrackML score and the efficiencies ("trackformers"
@@ -67,15 +68,18 @@ class FullEventsConfig:
     figure: str
 
 
-def parse_regions(text: str) -> tuple[int, int]:
-    """``"4x8"`` -> (4 theta bands, 8 phi sectors); ``"1x1"`` is the whole event."""
+def parse_regions(text: str) -> tuple[int, int, str]:
+    """``"4x8"`` -> (4 theta bands, 8 phi sectors, "labels"); a trailing ``p`` ("4x8p")
+    merges the predicted parameters instead and clusters whole events ("params");
+    ``"1x1"`` is the whole event."""
+    merge = "params" if text.lower().endswith("p") else "labels"
     try:
-        bands, sectors = (int(v) for v in text.lower().split("x"))
+        bands, sectors = (int(v) for v in text.lower().rstrip("p").split("x"))
     except ValueError as err:
-        raise UserError(f"--regions: {text!r} is not TxP, e.g. 4x8") from err
+        raise UserError(f"--regions: {text!r} is not TxP[p], e.g. 4x8 or 4x8p") from err
     if bands < 1 or sectors < 1:
         raise UserError(f"--regions: {text!r} needs at least one band and one sector")
-    return bands, sectors
+    return bands, sectors, merge
 
 
 def measure_event(
@@ -83,19 +87,21 @@ def measure_event(
     normaliser: Any,
     events: Any,
     clustering: ClusteringConfig,
-    regions: tuple[int, int],
+    regions: tuple[int, int, str],
     overlap: float,
 ) -> dict[str, Any]:
     """Seconds (model, clustering, scoring), score and efficiencies of one event set."""
-    bands, sectors = regions
+    bands, sectors, merge = regions
     if (bands, sectors) == (1, 1):
         result = reconstruct(model, events, normaliser, clustering, batch_size=1)
         labels, timings = result.labels, result.timings
     else:
         theta_edges = tuple(float(v) for v in np.linspace(0.0, math.pi, bands + 1))
-        decomposition = DecompositionConfig.regular(theta_edges, sectors, overlap=overlap)
+        decomposition = DecompositionConfig.regular(
+            theta_edges, sectors, overlap=overlap, merge=merge
+        )
         # Region events are small: a region's clustering needs one cluster allowed.
-        region_clustering = replace(clustering, allow_single_cluster=True)
+        region_clustering = replace(clustering, allow_single_cluster=merge == "labels")
         result = reconstruct_by_regions(
             model, events, normaliser, region_clustering, decomposition, batch_size=64
         )
@@ -137,7 +143,7 @@ def run(config: FullEventsConfig) -> pd.DataFrame:
             n_particles = int(np.unique(one.particle_id[one.particle_id != 0]).size)
             for text in config.regions:
                 regions = parse_regions(text)
-                if regions == (1, 1) and one.n_hits > config.max_whole_hits:
+                if regions[:2] == (1, 1) and one.n_hits > config.max_whole_hits:
                     print(f"{Path(path).name} event {i}: {one.n_hits} hits, whole skipped")
                     continue
                 with torch.no_grad():
