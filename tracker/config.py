@@ -69,7 +69,7 @@ class TrackerConfig:
     tracker_dim: int = option(64, "tracker width")
     tracker_layers: int = option(3, "tracker encoder layers")
     tracker_heads: int = option(4, "tracker attention heads")
-    tracker_window: int = option(0, "tracker encoder azimuth window (hits per side; 0: full)")
+    tracker_window: int = option(128, "tracker encoder azimuth window (hits per side; 0: full)")
     decoder_layers: int = option(3, "tracker decoder layers")
     n_queries: int = option(160, "object queries (>= target particles of any event)")
     weight_object: float = option(LossWeights.object_bce, "object BCE weight (cost and loss)")

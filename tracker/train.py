@@ -18,6 +18,7 @@ checkpoint is written atomically after every epoch (``checkpoint.save_checkpoint
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -104,6 +105,8 @@ def ensure_events(config: TrackerConfig) -> Path:
         directory,
         SimConfig(seed=config.seed, n_particles=config.n_particles),
         config.simulate_events,
+        # The events do not depend on the number of processes (seeded per event id).
+        jobs=min(4, os.cpu_count() or 1),
     )
     return directory
 
