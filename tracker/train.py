@@ -6,7 +6,7 @@ the true target hits), ``--stage both`` one after the other. Events come from
 ``--data_dir`` (simulated there first with ``data_processing.trackml_sim`` if it holds
 none), split 70/15/15 by event with ``--seed``.
 
-Both stages run the project's one training loop (``training._run_one_epoch`` over
+Both stages run the project's one training loop (``training_loop._run_one_epoch`` over
 ``training_steps.run_epoch`` with this family's loss as its ``loss_fn``): the data set
 on the device (``DeviceEvents``), hit-budget batches, autocast, DDP under torchrun, the
 learning-rate scaling and schedule, early stopping, ``--max_minutes``; each stage's
