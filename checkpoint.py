@@ -34,16 +34,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data_processing.common import atomic_write
 from data_processing.dataset import Normaliser

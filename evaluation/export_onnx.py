@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import importlib.util
 import logging
-import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -39,9 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from custom_encoder import AttentionLayout
