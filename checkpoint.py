@@ -105,7 +105,7 @@ def _torch_load(source: Path | io.BytesIO, path: Path, map_location: Any, what: 
     """``torch.load(weights_only=True)`` whose every failure is a UserError naming ``path``."""
     try:
         return torch.load(source, map_location=map_location, weights_only=True)
-    except OSError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise  # missing or unreadable file: the OS error already names the path
     except Exception as error:  # torch raises many types for a damaged file
         if "Weights only load failed" in str(error):
