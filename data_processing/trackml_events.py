@@ -242,8 +242,9 @@ def read_event(path_or_prefix: str | os.PathLike[str], event_id: int | None = No
     table.
     """
     prefix = event_prefix(path_or_prefix)
-    number = _event_number(prefix) if event_id is None else int(event_id)
+    # Files first: a mistyped path is reported as missing, not as a bad event number.
     paths = {kind: _find_event_file(prefix, kind) for kind in ("hits", "truth", "particles")}
+    number = _event_number(prefix) if event_id is None else int(event_id)
     frames = {kind: _read_csv(path, kind) for kind, path in paths.items()}
     validate_event_consistency(
         frames["hits"],
