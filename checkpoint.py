@@ -43,7 +43,7 @@ import torch
 
 from data_processing.common import atomic_write
 from data_processing.dataset import Normaliser
-from data_processing.errors import UserError, run_cli
+from data_processing.errors import DefaultsHelpFormatter, UserError, run_cli
 from model import ModelConfig, TransformerRegressor
 
 REQUIRED_KEYS = (
@@ -264,8 +264,14 @@ def model_from_checkpoint(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``verify`` or ``upgrade`` checkpoint files; prints one line per file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("verify", "upgrade"))
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "action",
+        choices=("verify", "upgrade"),
+        help="verify: check each file's checksum; upgrade: rewrite it with a checksum",
+    )
     parser.add_argument("paths", nargs="+", type=Path, help="checkpoint files")
     args = parser.parse_args(argv)
     print(f"config: action={args.action} paths={[str(p) for p in args.paths]}")

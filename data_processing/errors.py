@@ -1,4 +1,4 @@
-"""User errors and the one way a command line reports them.
+"""User errors and the one way a command line reports them (and explains its options).
 
 A *user error* is a problem with what the user gave us: a malformed or missing input file,
 a bad option, a checkpoint that does not match, an output path that cannot be written. It
@@ -12,6 +12,7 @@ on the command line or ``TRACKFORMERS_DEBUG=1`` in the environment shows the tra
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -73,3 +74,19 @@ def error_line(error: BaseException) -> str:
     else:
         text = str(error) or type(error).__name__
     return " ".join(text.split())
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless it is None (then the help text says
+    what happens) or the help text already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "%(default)" in text
+            or "default" in text
+            or action.default in (None, "", argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return text + " (default: %(default)s)"

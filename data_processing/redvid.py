@@ -58,7 +58,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_processing.common import atomic_write, parse_count_range
-from data_processing.errors import UserError, run_cli
+from data_processing.errors import DefaultsHelpFormatter, UserError, run_cli
 from data_processing.redvid_detector import (
     DetectorGeometry,
     default_geometry,
@@ -522,6 +522,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_processing.redvid",
         description="Simulate REDVID-style events and write them as a ';'-separated CSV.",
+        formatter_class=DefaultsHelpFormatter,
     )
     # Underscore spellings like the training flags; the hyphenated ones stay as aliases.
     parser.add_argument(
@@ -530,7 +531,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"tracks per event: 'N' or 'MIN-MAX' (presets: {', '.join(TRACK_PRESETS)}; "
         "default: %(default)s)",
     )
-    parser.add_argument("--track_type", "--track-type", choices=TRACK_TYPES, default="helical")
+    parser.add_argument(
+        "--track_type", "--track-type", choices=TRACK_TYPES, default="helical", help="track model"
+    )
     parser.add_argument("--events", type=int, default=1000, help="number of events")
     parser.add_argument(
         "--out", type=Path, default=None, help="output CSV (default: data/<lin|hel>_<tracks>.csv)"
@@ -549,12 +552,20 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="noise hits per event: a count (>= 1) or a fraction of real hits (< 1)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="root random seed")
     parser.add_argument(
         "--random_phi0", "--random-phi0", action="store_true", help="helical: random start azimuth"
     )
-    parser.add_argument("--first_event_id", "--first-event-id", type=int, default=0)
-    parser.add_argument("--chunk_events", "--chunk-events", type=int, default=DEFAULT_CHUNK_EVENTS)
+    parser.add_argument(
+        "--first_event_id", "--first-event-id", type=int, default=0, help="id of the first event"
+    )
+    parser.add_argument(
+        "--chunk_events",
+        "--chunk-events",
+        type=int,
+        default=DEFAULT_CHUNK_EVENTS,
+        help="events simulated and written per block (memory bound; the file is the same)",
+    )
     parser.add_argument(
         "--no_progress", "--no-progress", action="store_true", help="hide the progress bar"
     )

@@ -37,7 +37,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_processing.common import parse_count_range
-from data_processing.errors import UserError, run_cli
+from data_processing.errors import DefaultsHelpFormatter, UserError, run_cli
 from data_processing.hit_table import (
     HIT_TABLE_DTYPES,
     INPUT_COLUMNS,
@@ -393,6 +393,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_processing.trackml_data",
         description="Draw sub-events from TrackML events and write one hit table file.",
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("input", help="directory of eventNNNNNNNNN-* files, or one prefix/file")
     parser.add_argument(

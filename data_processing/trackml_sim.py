@@ -40,7 +40,7 @@ import pandas as pd
 
 from data_processing import trackml_geometry as geo
 from data_processing.common import atomic_write
-from data_processing.errors import UserError, run_cli
+from data_processing.errors import DefaultsHelpFormatter, UserError, run_cli
 from data_processing.trackml_field import Field
 from data_processing.trackml_transport import Crossings, TransportConfig, transport
 from data_processing.trackml_weights import truth_weights
@@ -318,23 +318,34 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_processing.trackml_sim",
         description="Simulate TrackML events (hits, truth, particles) on the real detector.",
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--events", type=int, default=1, help="number of events")
-    parser.add_argument("--first-event-id", type=int, default=0, help="id of the first event")
+    parser.add_argument(
+        "--first_event_id", "--first-event-id", type=int, default=0, help="id of the first event"
+    )
     parser.add_argument("--seed", type=int, default=0, help="root random seed")
     parser.add_argument("--particles", default=str(PARTICLES_FILE), help="TrackML particles file")
     parser.add_argument(
-        "--as-is", action="store_true", help="simulate exactly the file's particles"
+        "--as_is", "--as-is", action="store_true", help="simulate exactly the file's particles"
     )
     parser.add_argument(
         "--ideal", action="store_true", help="no scattering, loss, smearing, inefficiency, noise"
     )
     parser.add_argument(
-        "--n-particles", type=int, default=None, help="particles per event (default: table size)"
+        "--n_particles",
+        "--n-particles",
+        type=int,
+        default=None,
+        help="particles per event (default: as many as the particles file holds)",
     )
     parser.add_argument(
-        "--noise-fraction", type=float, default=REAL_NOISE_FRACTION, help="share of noise hits"
+        "--noise_fraction",
+        "--noise-fraction",
+        type=float,
+        default=REAL_NOISE_FRACTION,
+        help="share of noise hits",
     )
     parser.add_argument("--jobs", type=int, default=1, help="events simulated in parallel")
     return parser

@@ -43,7 +43,7 @@ from checkpoint import load_checkpoint, model_from_checkpoint
 from custom_encoder import AttentionLayout
 from data_processing.common import atomic_write
 from data_processing.dataset import Normaliser
-from data_processing.errors import UserError, run_cli
+from data_processing.errors import DefaultsHelpFormatter, UserError, run_cli
 from model import TransformerRegressor
 
 INPUT_NAME = "hits"
@@ -208,7 +208,8 @@ def max_difference(
 
 def parse_args(argv: list[str] | None) -> ExportConfig:
     parser = argparse.ArgumentParser(
-        description="Export a checkpoint's regressor (with its normalisation) to ONNX."
+        description="Export a checkpoint's regressor (with its normalisation) to ONNX.",
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--model_name", required=True, help="checkpoint to export")
     parser.add_argument("--out", required=True, help="ONNX file to write")
@@ -220,8 +221,15 @@ def parse_args(argv: list[str] | None) -> ExportConfig:
         default=list(ExportConfig.check_hits),
         help="hits of each seeded sample event checked with ONNX Runtime",
     )
-    parser.add_argument("--tolerance", type=float, default=ExportConfig.tolerance)
-    parser.add_argument("--seed", type=int, default=ExportConfig.seed)
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=ExportConfig.tolerance,
+        help="largest |ONNX Runtime - torch| accepted, in the units of the track parameters",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=ExportConfig.seed, help="seed of the sample events checked"
+    )
     args = parser.parse_args(argv)
     if min(args.check_hits) < 1:
         parser.error("--check_hits must be >= 1")

@@ -22,7 +22,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from data_processing.data_types import DATA_TYPES
-from data_processing.errors import UserError
+from data_processing.errors import DefaultsHelpFormatter, UserError
 from evaluation.clustering import (
     DEFAULT_GRID_MIN_CLUSTER_SIZE,
     DEFAULT_GRID_MIN_SAMPLES,
@@ -95,22 +95,6 @@ def add_dataclass_arguments(
                 keywords["choices"] = f.metadata["choices"]
         parser.add_argument(*names, **keywords)
     return parser
-
-
-class DefaultsHelpFormatter(argparse.HelpFormatter):
-    """Help that shows each option's default, unless it is None (then the help text says
-    what happens) or the help text already names it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if (
-            "%(default)" in text
-            or "default" in text
-            or action.default in (None, "", argparse.SUPPRESS)
-            or not action.option_strings
-        ):
-            return text
-        return text + " (default: %(default)s)"
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
