@@ -318,10 +318,26 @@ def _new_run(
         )
     torch.manual_seed(config.seed)
     model = TransformerRegressor(model_config).to(device)
+    return start_run(model, model_config, normaliser, config, state, device)
+
+
+def start_run(
+    model: nn.Module,
+    model_config: Any,
+    normaliser: Any,
+    config: TrainConfig,
+    state: dict[str, Any] | None,
+    device: torch.device,
+) -> RunState:
+    """The optimizer and run state of ``model`` (on ``device``), ``state`` restored if given.
+
+    ``model_config`` needs ``to_dict``; ``normaliser`` is what the family's checkpoint
+    stores beside it (None where the model holds its own feature statistics).
+    """
     fused = device.type == "cuda"  # one kernel for the whole Adam update
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    run = RunState(model, model_config, normaliser, optimizer, best_state, [], [])
+    run = RunState(model, model_config, normaliser, optimizer, best_state, [], [])  # type: ignore[arg-type]
     if state is not None:
         _restore(run, state, fused, config.early_stop)
     return run
@@ -370,22 +386,54 @@ def _plan_epochs(
     device: torch.device,
     say: Callable[..., None],
 ) -> EpochPlan:
-    """Data on the device, the validation batches, the learning-rate schedule, DDP and
-    compilation, and the fp16 GradScaler (restored on resume)."""
+    """``plan_epochs`` for a regression run: its events normalised onto the device,
+    validation in batches of 4 x the training batch (no gradients to hold)."""
     model, normaliser = run.model, run.normaliser
-    train_data = DeviceEvents.from_events(train_set, normaliser, device)
-    val_data = DeviceEvents.from_events(val_set, normaliser, device)
-    packed = model.packs_hits(device)
-    precision = effective_precision(config.precision, device)
     val_batches = batch_event_indices(
         val_set.sizes, 4 * config.batch_size, False, hits_per_batch=4 * config.hits_per_batch
     )
-    val_plan = BatchPlan.from_batches(
-        val_batches[ctx.rank :: ctx.world_size], val_set.sizes, device
+    return plan_epochs(
+        config,
+        ctx,
+        run,
+        state,
+        DeviceEvents.from_events(train_set, normaliser, device),
+        DeviceEvents.from_events(val_set, normaliser, device),
+        train_set.sizes,
+        BatchPlan.from_batches(val_batches[ctx.rank :: ctx.world_size], val_set.sizes, device),
+        model.packs_hits(device),
+        say,
     )
-    n_events_per_step = events_per_step(config, float(train_set.sizes.mean()), ctx.world_size)
+
+
+def plan_epochs(
+    config: TrainConfig,
+    ctx: DistributedContext,
+    run: RunState,
+    state: dict[str, Any] | None,
+    train_data: DeviceEvents,
+    val_data: DeviceEvents,
+    train_sizes: np.ndarray,
+    val_plan: BatchPlan,
+    packed: bool,
+    say: Callable[..., None],
+    loss_fn: LossFn | None = None,
+    compile_model: bool = True,
+) -> EpochPlan:
+    """How the epochs of ``run`` go: the learning-rate scaling and schedule, DDP and
+    compilation (``config.compile`` and ``compile_model``), the fp16 GradScaler
+    (restored from ``state`` on resume).
+
+    ``train_data``/``val_data``: the events on the device; ``train_sizes``: [E] hits per
+    training event; ``val_plan``: this rank's validation batches; ``loss_fn``: another
+    model family's loss (None: the regression MSE).
+    """
+    model = run.model
+    device = train_data.inputs.device
+    precision = effective_precision(config.precision, device)
+    n_events_per_step = events_per_step(config, float(train_sizes.mean()), ctx.world_size)
     peak_lr = scaled_lr(config, n_events_per_step)
-    first_batches = epoch_batches(config, train_set.sizes, 0, ctx)
+    first_batches = epoch_batches(config, train_sizes, 0, ctx)
     lr_at = learning_rate_schedule(
         peak_lr,
         round(config.warmup_epochs * len(first_batches)),
@@ -402,16 +450,26 @@ def _plan_epochs(
         ddp_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    sample_plan = BatchPlan.from_batches(first_batches[:1], train_set.sizes, device)
-    step_model = maybe_compile(
-        ddp_model, config.compile, sample_plan.batch(train_data, 0, packed), precision
-    )
+    step_model = ddp_model
+    if compile_model:
+        sample_plan = BatchPlan.from_batches(first_batches[:1], train_sizes, device)
+        step_model = maybe_compile(
+            ddp_model, config.compile, sample_plan.batch(train_data, 0, packed), precision
+        )
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     if scaler is not None and state is not None and state.get("grad_scaler"):
         scaler.load_state_dict(state["grad_scaler"])
     optimisation = Optimisation(run.optimizer, lr_at, run.step, scaler)
     return EpochPlan(
-        train_data, val_data, train_set.sizes, val_plan, packed, precision, step_model, optimisation
+        train_data,
+        val_data,
+        train_sizes,
+        val_plan,
+        packed,
+        precision,
+        step_model,
+        optimisation,
+        loss_fn,
     )
 
 
@@ -423,7 +481,6 @@ def _train_loop(
     The training clock (``--max_minutes``, the ``on_epoch`` seconds) starts once the data
     is on the device: it counts compilation and epochs, not reading the data file.
     """
-    probe_seconds = 0.0  # time spent in on_epoch, excluded from the training clock
     device = resolve_device(config.device, ctx.local_rank)
     say = print if ctx.is_main else (lambda *args, **kwargs: None)
     checkpoint_path = Path(config.model_name)
@@ -450,6 +507,36 @@ def _train_loop(
         "split_fractions": list(SPLIT_FRACTIONS),
         "max_nr_hits": config.max_nr_hits,
     }
+    run_epochs(
+        config,
+        ctx,
+        run,
+        plan,
+        lambda epoch: run.checkpoint(epoch, plan.optimisation, config, data_record),
+        checkpoint_path,
+        started,
+        say,
+        on_epoch,
+    )
+    return run.model, run.train_losses, run.val_losses
+
+
+def run_epochs(
+    config: TrainConfig,
+    ctx: DistributedContext,
+    run: RunState,
+    plan: EpochPlan,
+    checkpoint_of: Callable[[int], dict[str, Any]],
+    checkpoint_path: Path,
+    started: float,
+    say: Callable[..., None],
+    on_epoch: EpochCallback | None = None,
+) -> None:
+    """The epochs from ``run.start_epoch`` until the last, early stopping or
+    ``--max_minutes``; rank 0 writes ``checkpoint_of(epoch)`` to ``checkpoint_path`` after
+    each. ``started``: ``time.perf_counter()`` when the training clock started; the time
+    spent in ``on_epoch`` is kept off that clock."""
+    probe_seconds = 0.0  # time spent in on_epoch, excluded from the training clock
     for epoch in range(run.start_epoch, config.nr_epochs):
         if run.stopped:
             break
@@ -458,14 +545,11 @@ def _train_loop(
         )
         run.stopped = run.stopped or out_of_time
         if ctx.is_main:
-            save_checkpoint(
-                run.checkpoint(epoch, plan.optimisation, config, data_record), checkpoint_path
-            )
+            save_checkpoint(checkpoint_of(epoch), checkpoint_path)
         if on_epoch is not None and ctx.is_main:
             tick = time.perf_counter()
             on_epoch(epoch, run.model, tick - started - probe_seconds, run.val_losses[-1])
             probe_seconds += time.perf_counter() - tick
-    return run.model, run.train_losses, run.val_losses
 
 
 def _run_one_epoch(

@@ -6,7 +6,7 @@ the true target hits), ``--stage both`` one after the other. Events come from
 ``--data_dir`` (simulated there first with ``data_processing.trackml_sim`` if it holds
 none), split 70/15/15 by event with ``--seed``.
 
-Both stages run the project's one training loop (``training_loop._run_one_epoch`` over
+Both stages run the project's one training loop (``training_loop.run_epochs`` over
 ``training_steps.run_epoch`` with this family's loss as its ``loss_fn``): the data set
 on the device (``DeviceEvents``), hit-budget batches, autocast, DDP under torchrun, the
 learning-rate scaling and schedule, early stopping, ``--max_minutes``; each stage's
@@ -28,9 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint
 from data_processing.batching import Batch, BatchPlan, batch_event_indices
 from data_processing.dataset import split_events
 from data_processing.errors import UserError, run_cli
@@ -46,24 +45,8 @@ from tracker.model import (
     TrackerModelConfig,
     n_parameters,
 )
-from training_loop import (
-    EpochPlan,
-    RunState,
-    _restore,
-    _run_one_epoch,
-    epoch_batches,
-    events_per_step,
-    scaled_lr,
-)
-from training_steps import (
-    DistributedContext,
-    Optimisation,
-    effective_precision,
-    init_distributed,
-    learning_rate_schedule,
-    maybe_compile,
-    resolve_device,
-)
+from training_loop import RunState, plan_epochs, run_epochs, start_run
+from training_steps import DistributedContext, Optimisation, init_distributed, resolve_device
 
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 FAMILY = "tracker"
@@ -198,73 +181,39 @@ def train_stage(
     """Train ``model`` on ``train_hits`` with the project's loop; returns validation losses."""
     say = print if ctx.is_main else (lambda *args, **kwargs: None)
     state = load_checkpoint(path, device) if config.resume and path.exists() else None
-    fused = device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
-    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    run = RunState(model, model.config, None, optimizer, best, [], [])  # type: ignore[arg-type]
+    run = start_run(model, model.config, None, config, state, device)  # type: ignore[arg-type]
     if state is not None:
-        _restore(run, state, fused, config.early_stop)
         say(f"{stage}: resumed from {path} after epoch {state['epoch']}")
-    train_data = train_hits.device_events(device)
-    val_data = val_hits.device_events(device)
-    precision = effective_precision(config.precision, device)
     val_batches = batch_event_indices(val_hits.sizes, config.batch_size, False)
-    val_plan = BatchPlan.from_batches(
-        val_batches[ctx.rank :: ctx.world_size], val_hits.sizes, device
-    )
-    n_per_step = events_per_step(config, float(train_hits.sizes.mean()), ctx.world_size)
-    first = epoch_batches(config, train_hits.sizes, 0, ctx)
-    lr_at = learning_rate_schedule(
-        scaled_lr(config, n_per_step),
-        round(config.warmup_epochs * len(first)),
-        config.nr_epochs * len(first),
-        config.lr_schedule,
-    )
-    step_model: nn.Module = model
-    if ctx.world_size > 1:
-        step_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if stage == "filter":
-        sample = BatchPlan.from_batches(first[:1], train_hits.sizes, device)
-        step_model = maybe_compile(
-            step_model, config.compile, sample.batch(train_data, 0, False), precision
-        )
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    if scaler is not None and state is not None and state.get("grad_scaler"):
-        scaler.load_state_dict(state["grad_scaler"])
-    optimisation = Optimisation(optimizer, lr_at, run.step, scaler)
-    plan = EpochPlan(
-        train_data,
-        val_data,
+    plan = plan_epochs(
+        config,
+        ctx,
+        run,
+        state,
+        train_hits.device_events(device),
+        val_hits.device_events(device),
         train_hits.sizes,
-        val_plan,
+        BatchPlan.from_batches(val_batches[ctx.rank :: ctx.world_size], val_hits.sizes, device),
         False,
-        precision,
-        step_model,
-        optimisation,
+        say,
         loss_fn,
+        # The tracker step matches on the host: only the filter is compiled.
+        compile_model=stage == "filter",
     )
     say(
         f"{stage}: {n_parameters(model)} parameters on {device}; train/val events "
         f"{train_hits.n_events}/{val_hits.n_events}, mean {train_hits.sizes.mean():.0f} hits"
     )
-    started = time.perf_counter()
-    for epoch in range(run.start_epoch, config.nr_epochs):
-        if run.stopped:
-            break
-        out_of_time = _run_one_epoch(
-            config,
-            ctx,
-            run,
-            plan,
-            epoch,
-            time.perf_counter() - started,
-            say,  # type: ignore[arg-type]
-        )
-        run.stopped = run.stopped or out_of_time
-        if ctx.is_main:
-            save_checkpoint(_checkpoint(run, epoch, optimisation, config, stage), path)
+    run_epochs(
+        config,
+        ctx,
+        run,
+        plan,
+        lambda epoch: _checkpoint(run, epoch, plan.optimisation, config, stage),
+        path,
+        time.perf_counter(),
+        say,
+    )
     model.load_state_dict(run.best_state)
     return run.val_losses
 
