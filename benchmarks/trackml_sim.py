@@ -138,10 +138,11 @@ def uniform_helix_distance(
     return pd.Series(d, index=hits.hit_id.to_numpy())
 
 
-def scattering_angles(frame: pd.DataFrame, particles: pd.DataFrame) -> pd.DataFrame:
-    """Per pair of consecutive hits of a particle (ordered by abs(tz - vz)): the space angle
-    (rad) between the truth momentum directions after removing the transverse rotation
-    the measured apparent field A(abs z) explains, the first hit's volume and module."""
+def consecutive_hit_pairs(
+    frame: pd.DataFrame, particles: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Consecutive hits of each particle (ordered by abs(tz - vz)) as two aligned frames,
+    the first and the second hit of every pair, with the particle's ``vz`` and ``q``."""
     h = frame[frame["particle_id"] != 0].merge(
         particles[["particle_id", "vz", "q"]], on="particle_id"
     )
@@ -153,6 +154,14 @@ def scattering_angles(frame: pd.DataFrame, particles: pd.DataFrame) -> pd.DataFr
     a, b = h.iloc[:-1].reset_index(drop=True), h.iloc[1:].reset_index(drop=True)
     same = a.particle_id.to_numpy() == b.particle_id.to_numpy()
     a, b = a[same].reset_index(drop=True), b[same].reset_index(drop=True)
+    return a, b
+
+
+def scattering_angles(frame: pd.DataFrame, particles: pd.DataFrame) -> pd.DataFrame:
+    """Per pair of consecutive hits of a particle (ordered by abs(tz - vz)): the space angle
+    (rad) between the truth momentum directions after removing the transverse rotation
+    the measured apparent field A(abs z) explains, the first hit's volume and module."""
+    a, b = consecutive_hit_pairs(frame, particles)
     pa, pb = a[["tpx", "tpy", "tpz"]].to_numpy(), b[["tpx", "tpy", "tpz"]].to_numpy()
     pt_a, pt_b = np.hypot(pa[:, 0], pa[:, 1]), np.hypot(pb[:, 0], pb[:, 1])
     theta_a, theta_b = np.arctan2(pt_a, pa[:, 2]), np.arctan2(pt_b, pb[:, 2])
@@ -169,17 +178,7 @@ def scattering_angles(frame: pd.DataFrame, particles: pd.DataFrame) -> pd.DataFr
 
 def apparent_field(frame: pd.DataFrame, particles: pd.DataFrame) -> pd.Series:
     """Median transverse bending of consecutive-hit pairs as a field (T), per 250 mm abs(z)."""
-    h = frame[frame["particle_id"] != 0].merge(
-        particles[["particle_id", "vz", "q"]], on="particle_id"
-    )
-    h = (
-        h.assign(order=np.abs(h.tz - h.vz))
-        .sort_values(["particle_id", "order"])
-        .reset_index(drop=True)
-    )
-    a, b = h.iloc[:-1].reset_index(drop=True), h.iloc[1:].reset_index(drop=True)
-    ok = a.particle_id.to_numpy() == b.particle_id.to_numpy()
-    a, b = a[ok].reset_index(drop=True), b[ok].reset_index(drop=True)
+    a, b = consecutive_hit_pairs(frame, particles)
     pt = 0.5 * (np.hypot(a.tpx, a.tpy) + np.hypot(b.tpx, b.tpy))
     dphi = np.angle(np.exp(1j * (np.arctan2(b.tpy, b.tpx) - np.arctan2(a.tpy, a.tpx))))
     chord = np.hypot(b.tx - a.tx, b.ty - a.ty)

@@ -137,7 +137,7 @@ class Field:
         return field
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cross product of [n, 3] arrays (cheaper than np.cross)."""
     out = np.empty_like(a)
     out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
@@ -165,16 +165,16 @@ def rk4_step(
     kap = kappa[:, None]
     hh = h[:, None]
 
-    k1 = kap * _cross(direction, field(pos))
+    k1 = kap * row_cross(direction, field(pos))
     d2 = direction + 0.5 * hh * k1
     p2 = pos + 0.5 * hh * direction + 0.125 * hh * hh * k1
     field_mid = field(p2)  # Nystrom: stages 2 and 3 share their position
-    k2 = kap * _cross(d2, field_mid)
+    k2 = kap * row_cross(d2, field_mid)
     d3 = direction + 0.5 * hh * k2
-    k3 = kap * _cross(d3, field_mid)
+    k3 = kap * row_cross(d3, field_mid)
     d4 = direction + hh * k3
     p4 = pos + hh * direction + 0.5 * hh * hh * k3
-    k4 = kap * _cross(d4, field(p4))
+    k4 = kap * row_cross(d4, field(p4))
     new_pos = pos + hh * direction + hh * hh / 6.0 * (k1 + k2 + k3)
     new_dir = direction + hh / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
     new_dir /= np.linalg.norm(new_dir, axis=1, keepdims=True)

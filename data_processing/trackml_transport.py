@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_processing import trackml_geometry as geo
-from data_processing.trackml_field import C_LIGHT, Field, rk4_step, step_lengths
+from data_processing.trackml_field import C_LIGHT, Field, rk4_step, row_cross, step_lengths
 
 R_EXIT_MM = 1100.0
 Z_EXIT_MM = 3100.0
@@ -124,15 +124,6 @@ class Crossings:
     position: np.ndarray
     momentum: np.ndarray
     path: np.ndarray
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product of [n, 3] arrays (cheaper than np.cross for small n)."""
-    out = np.empty_like(a)
-    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
-    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
-    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
-    return out
 
 
 def _hermite(t, p0, d0, p1, d1):
@@ -227,10 +218,10 @@ def _scatter(seg, t, h_seg, p_seg, x, cross_dir, new_dir, new_pos, rng) -> np.nd
     length (mm), p_seg [K] momentum (GeV), x [K] x/X0 crossed, cross_dir [K, 3].
     Returns the direction kicks [K, 3]."""
     theta0 = highland_theta0(p_seg, x)
-    e1 = _cross(cross_dir, np.array([[0.0, 0.0, 1.0]]).repeat(len(seg), 0))
+    e1 = row_cross(cross_dir, np.array([[0.0, 0.0, 1.0]]).repeat(len(seg), 0))
     norm = np.linalg.norm(e1, axis=1, keepdims=True)
     e1 = np.where(norm > 1e-9, e1 / np.maximum(norm, 1e-12), np.array([[1.0, 0.0, 0.0]]))
-    e2 = _cross(cross_dir, e1)
+    e2 = row_cross(cross_dir, e1)
     angles = rng.standard_normal((len(seg), 2)) * theta0[:, None]
     kick = angles[:, :1] * e1 + angles[:, 1:] * e2
     left = (1.0 - t) * h_seg
