@@ -44,18 +44,22 @@ from data_processing.hit_table import (
 )
 
 REDVID_INPUT_COLUMNS = ("x", "y", "z")
-REDVID_COLUMNS = (
-    "event_id",
-    "sub_detector_id",
-    "sub_detector_type",
-    "track_id",
-    "track_type",
+# The constants and coefficients of a track's r = a t, phi = phi0 + d t, z = b t.
+REDVID_MODEL_COLUMNS = (
     "radial_const",
     "azimuthal_const",
     "pitch_const",
     "radial_coeff",
     "azimuthal_coeff",
     "pitch_coeff",
+)
+REDVID_COLUMNS = (
+    "event_id",
+    "sub_detector_id",
+    "sub_detector_type",
+    "track_id",
+    "track_type",
+    *REDVID_MODEL_COLUMNS,
     "hit_id",
     "hit_r",
     "hit_theta",
@@ -78,15 +82,7 @@ REDVID_TRACK_TYPES = {
 }
 # Columns that hold a track's parameters. A track has a non-zero one (radial_coeff a > 0,
 # or a non-zero direction); a noise row has none (the simulator writes them all 0).
-REDVID_TRACK_PARAMETER_COLUMNS = (
-    "radial_const",
-    "azimuthal_const",
-    "pitch_const",
-    "radial_coeff",
-    "azimuthal_coeff",
-    "pitch_coeff",
-    *REDVID_LINEAR_DIRECTION_COLUMNS,
-)
+REDVID_TRACK_PARAMETER_COLUMNS = (*REDVID_MODEL_COLUMNS, *REDVID_LINEAR_DIRECTION_COLUMNS)
 LINEAR_TARGET_COLUMNS = ("theta", "sin_phi", "cos_phi")
 HELICAL_TARGET_COLUMNS = ("radial_coeff", "pitch_coeff", "azimuthal_coeff")
 # Added to the helical targets when the file's tracks start at a random azimuth phi0.
