@@ -55,7 +55,7 @@ from evaluation.options import (
     option,
     thread_note,
 )
-from evaluation.pipeline import load_setup, write_json
+from evaluation.pipeline import load_setup, report_and_write
 from model import TransformerRegressor
 
 
@@ -199,11 +199,7 @@ def evaluate_decomposition(
                 "timings_s": merged.timings,
             }
         )
-    if report is not None:
-        report(results)
-    if config.output:
-        write_json(results, config.output)
-    return results
+    return report_and_write(results, config.output, report)
 
 
 def format_results(results: dict[str, Any]) -> str:

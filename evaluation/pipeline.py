@@ -255,6 +255,20 @@ def write_json(metrics: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def report_and_write(
+    results: dict[str, Any],
+    output: str | Path | None,
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Show ``results`` to ``report`` first (a failing write never loses them), then write
+    them to ``output`` (``write_json``) when one is given; returns ``results``."""
+    if report is not None:
+        report(results)
+    if output:
+        write_json(results, output)
+    return results
+
+
 def check_truth_supports(events: EventSet, config: EvaluationConfig) -> None:
     """Fail before any model run when the data cannot give the requested efficiencies."""
     columns = set(events.extras)

@@ -47,7 +47,7 @@ from evaluation.options import (
     option,
     thread_note,
 )
-from evaluation.pipeline import load_setup, write_json
+from evaluation.pipeline import load_setup, report_and_write
 from model import TransformerRegressor
 
 
@@ -253,11 +253,7 @@ def evaluate_refined(
         "clusters_refined": refined.n_refined,
         "clusters_split": refined.n_split,
     }
-    if report is not None:
-        report(results)
-    if config.output:
-        write_json(results, config.output)
-    return results
+    return report_and_write(results, config.output, report)
 
 
 def format_results(results: dict[str, Any]) -> str:

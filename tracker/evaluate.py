@@ -30,8 +30,8 @@ from custom_encoder import AttentionLayout
 from data_processing.errors import UserError, run_cli
 from evaluation.efficiencies import MatchSettings, efficiencies
 from evaluation.options import apply_threads, check_writable_file, thread_note
-from evaluation.pipeline import write_json
-from evaluation.scoring import score_event
+from evaluation.pipeline import report_and_write
+from evaluation.scoring import score_per_event
 from tracker.config import TrackerConfig, config_from_args
 from tracker.data import HitSet, read_hit_set
 from tracker.metrics import decode_tracks, filter_counts, hepattn_counts, hepattn_rates
@@ -121,10 +121,7 @@ def score(hits: HitSet, result: dict[str, Any], eta_max: float) -> dict[str, Any
     submission = pd.DataFrame(
         {"event_id": truth["event_id"], "hit_id": truth["hit_id"], "track_id": result["track_id"]}
     )
-    scores = [
-        score_event(truth[truth["event_id"] == e], submission[submission["event_id"] == e])
-        for e in hits.event_id
-    ]
+    scores = score_per_event(truth, submission).to_numpy()
     metrics: dict[str, Any] = {"n_events": hits.n_events, "trackml_score": float(np.mean(scores))}
     for pt_min in PT_THRESHOLDS:
         eff = efficiencies(
@@ -182,11 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         check_writable_file(config.output, "--output")
     threads = apply_threads(config.threads)
     print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
-    metrics = evaluate(config)
-    print(format_metrics(metrics))
-    if config.output is not None:
-        write_json(metrics, config.output)
-    return metrics
+    return report_and_write(evaluate(config), config.output, lambda m: print(format_metrics(m)))
 
 
 if __name__ == "__main__":
