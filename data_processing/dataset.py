@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_processing.common import concatenated_ranges
 from data_processing.data_types import data_type_named
 from data_processing.errors import UserError
 from data_processing.hit_table import CORE_COLUMNS, require_columns, require_finite
@@ -157,8 +158,7 @@ class EventSet:
         event_indices = np.asarray(event_indices, dtype=np.int64)
         sizes = self.sizes[event_indices]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        # Hit rows of the chosen events, gathered without a per-event loop.
-        rows = np.repeat(self.offsets[event_indices] - offsets[:-1], sizes) + np.arange(offsets[-1])
+        rows = concatenated_ranges(self.offsets[event_indices], sizes)
         return EventSet(
             inputs=self.inputs[rows],
             targets=self.targets[rows],

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data_processing.common import parse_count_range
+from data_processing.common import concatenated_ranges, parse_count_range
 from data_processing.errors import DefaultsHelpFormatter, UserError, run_cli
 from data_processing.hit_table import (
     HIT_TABLE_DTYPES,
@@ -234,10 +234,8 @@ def _build(
     sub_of_particle, pick = _draw_subsets(rng, n_eligible, sizes)
     chosen = eligible[pick]
     hit_counts = counts[chosen]
-    # Expand each chosen particle into all of its hit rows without a Python loop:
-    # position = particle start + running index within that particle's run.
-    starts = np.repeat(offsets[chosen] - (np.cumsum(hit_counts) - hit_counts), hit_counts)
-    hit_rows = rows_by_particle[starts + np.arange(hit_counts.sum())]
+    # Each chosen particle expanded into all of its hit rows.
+    hit_rows = rows_by_particle[concatenated_ranges(offsets[chosen], hit_counts)]
     hit_sub = np.repeat(sub_of_particle, hit_counts)
 
     if config.keep_noise and noise_rows.size:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from data_processing.batching import DeviceEvents
+from data_processing.common import concatenated_ranges
 from data_processing.errors import UserError
 from data_processing.trackml_events import TrackMLEvent, list_events, read_event
 
@@ -124,10 +125,9 @@ class HitSet:
         """The events at positions ``events`` (in that order)."""
         events = np.asarray(events, dtype=np.int64)
         sizes = self.sizes[events]
-        starts = self.offsets[events]
-        rows = np.repeat(starts - np.cumsum(np.r_[0, sizes[:-1]]), sizes) + np.arange(sizes.sum())
+        rows = concatenated_ranges(self.offsets[events], sizes)
         offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-        return self._take(rows.astype(np.int64), offsets, self.event_id[events])
+        return self._take(rows, offsets, self.event_id[events])
 
     def select_hits(self, keep: np.ndarray, min_hits: int) -> HitSet:
         """Only the hits where ``keep`` ([T] bool) holds, e.g. the filter's output.
