@@ -76,6 +76,14 @@ def _tracks_of(particle_ids: Sequence[int], track_ids: Sequence[int]) -> dict[in
     return tracks
 
 
+def _hits_per_particle(particle_ids: Sequence[int]) -> dict[int, int]:
+    """{particle id: its number of hits} (noise, particle 0, included)."""
+    counts: dict[int, int] = {}
+    for particle in particle_ids:
+        counts[int(particle)] = counts.get(int(particle), 0) + 1
+    return counts
+
+
 def _majority(particles: list[int]) -> tuple[int, int]:
     """(particle with most hits in the list, its hit count); ties to the smallest id."""
     counts: dict[int, int] = {}
@@ -92,9 +100,7 @@ def trackml_score_oracle(
 
     Noise (particle 0) weighs 0; negative labels are in no track.
     """
-    particle_nhits: dict[int, int] = {}
-    for particle in particle_ids:
-        particle_nhits[int(particle)] = particle_nhits.get(int(particle), 0) + 1
+    particle_nhits = _hits_per_particle(particle_ids)
     weight_of = [0.0 if p == 0 else float(w) for p, w in zip(particle_ids, weights, strict=True)]
     members: dict[int, list[int]] = {}
     for hit, track in enumerate(track_ids):
@@ -118,9 +124,7 @@ def published_efficiencies_oracle(
     id 0). Perfect and DM are counted over tracks and divided by the number of distinct
     particle ids > 0 in the truth; LHC is divided by the number of submitted tracks.
     """
-    particle_nhits: dict[int, int] = {}
-    for particle in particle_ids:
-        particle_nhits[int(particle)] = particle_nhits.get(int(particle), 0) + 1
+    particle_nhits = _hits_per_particle(particle_ids)
     n_particles = sum(1 for p in particle_nhits if p != 0)
     tracks = _tracks_of(particle_ids, track_ids)
     perfect = double_majority = lhc = 0
@@ -147,9 +151,7 @@ def min_hits_efficiencies_oracle(
     """The project variant ("trackformers_min_hits"): as the published oracle, but only
     particles with at least ``min_hits`` hits and tracks of at least ``min_hits`` hits are
     in the denominators (and perfect / DM count denominator particles only)."""
-    particle_nhits: dict[int, int] = {}
-    for particle in particle_ids:
-        particle_nhits[int(particle)] = particle_nhits.get(int(particle), 0) + 1
+    particle_nhits = _hits_per_particle(particle_ids)
     n_particles = sum(1 for p, n in particle_nhits.items() if p != 0 and n >= min_hits)
     tracks = [t for t in _tracks_of(particle_ids, track_ids).values() if len(t) >= min_hits]
     perfect = double_majority = lhc = 0
