@@ -29,22 +29,6 @@ def det() -> geo.Detector:
     return geo.load_detector()
 
 
-def one_particle(px, py, pz, q=1.0, vertex=(0.0, 0.0, 0.0)) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "particle_id": [7],
-            "vx": [vertex[0]],
-            "vy": [vertex[1]],
-            "vz": [vertex[2]],
-            "px": [px],
-            "py": [py],
-            "pz": [pz],
-            "q": [q],
-            "nhits": [0],
-        }
-    )
-
-
 def test_shipped_detector_has_all_modules(det):
     assert det.n_modules == 18728
     assert sorted(set(det.volume_id.tolist())) == list(geo.KNOWN_VOLUMES)
