@@ -35,7 +35,7 @@ from evaluation.scoring import score_per_event
 from tracker.config import TrackerConfig, config_from_args
 from tracker.data import HitSet, read_hit_set
 from tracker.metrics import decode_tracks, filter_counts, hepattn_counts, hepattn_rates
-from tracker.model import FilterModelConfig, HitFilter, MaskFormerTracker, TrackerModelConfig
+from tracker.model import HitFilter, MaskFormerTracker, load_trained
 from tracker.train import split_hit_sets
 from training_steps import resolve_device
 
@@ -46,16 +46,10 @@ def load_models(
     config: TrackerConfig, device: torch.device
 ) -> tuple[HitFilter | None, MaskFormerTracker]:
     """The best weights of the filter (None with ``--ideal_filter``) and the tracker."""
-    tracker_state = load_checkpoint(config.tracker_model, device)
-    tracker = MaskFormerTracker(TrackerModelConfig.from_dict(tracker_state["model_config"]))
-    tracker.load_state_dict(tracker_state["best_model_state_dict"])
-    hit_filter = None
-    if not config.ideal_filter:
-        filter_state = load_checkpoint(config.filter_model, device)
-        hit_filter = HitFilter(FilterModelConfig.from_dict(filter_state["model_config"]))
-        hit_filter.load_state_dict(filter_state["best_model_state_dict"])
-        hit_filter.to(device).eval()
-    return hit_filter, tracker.to(device).eval()
+    tracker = load_trained(MaskFormerTracker, config.tracker_model, device)
+    if config.ideal_filter:
+        return None, tracker
+    return load_trained(HitFilter, config.filter_model, device), tracker
 
 
 def _clock(device: torch.device) -> float:

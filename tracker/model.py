@@ -21,12 +21,14 @@ are [B, Q, N].
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from checkpoint import load_checkpoint
 from custom_encoder import AttentionLayout, Encoder, EncoderOptions, swiglu_hidden
 from tracker.window import encode_events
 
@@ -242,3 +244,18 @@ class MaskFormerTracker(nn.Module):
 
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+Trained = TypeVar("Trained", HitFilter, MaskFormerTracker)
+
+
+def load_trained(
+    model_class: type[Trained], path: str | Path, device: torch.device | str = "cpu"
+) -> Trained:
+    """The best weights of a stage checkpoint (``tracker.train``) as a ``model_class``
+    (HitFilter or MaskFormerTracker) on ``device``, in eval mode."""
+    state = load_checkpoint(path, device)
+    config_class = FilterModelConfig if model_class is HitFilter else TrackerModelConfig
+    model = model_class(config_class.from_dict(state["model_config"]))  # type: ignore[arg-type]
+    model.load_state_dict(state["best_model_state_dict"])
+    return model.to(device).eval()

@@ -43,6 +43,7 @@ from tracker.model import (
     HitFilter,
     MaskFormerTracker,
     TrackerModelConfig,
+    load_trained,
     n_parameters,
 )
 from training_loop import RunState, plan_epochs, run_epochs, start_run
@@ -124,9 +125,7 @@ def tracker_hits(config: TrackerConfig, hits: HitSet, device: torch.device) -> H
     if config.ideal_filter:
         keep = hits.label
     else:
-        state = load_checkpoint(config.filter_model, device)
-        model = HitFilter(FilterModelConfig.from_dict(state["model_config"])).to(device)
-        model.load_state_dict(state["best_model_state_dict"])
+        model = load_trained(HitFilter, config.filter_model, device)
         keep = filter_probabilities(model, hits, device) >= config.filter_threshold
     kept = hits.select_hits(keep, config.min_hits)
     most = int(kept.n_particles.max()) if kept.n_events else 0
