@@ -93,6 +93,19 @@ def _majority(particles: list[int]) -> tuple[int, int]:
     return best, counts[best]
 
 
+def _rates(
+    perfect: int, double_majority: int, lhc: int, n_particles: int, n_tracks: int
+) -> dict[str, float]:
+    """The efficiency dict of the oracles from their counts."""
+    return {
+        "perfect": perfect / n_particles,
+        "double_majority": double_majority / n_particles,
+        "lhc": lhc / n_tracks,
+        "n_particles": n_particles,
+        "n_tracks": n_tracks,
+    }
+
+
 def trackml_score_oracle(
     particle_ids: Sequence[int], track_ids: Sequence[int], weights: Sequence[float]
 ) -> float:
@@ -136,13 +149,7 @@ def published_efficiencies_oracle(
         perfect += n == particle_nhits[particle] and purity > 0.99
         double_majority += purity > 0.5 and n / particle_nhits[particle] > 0.5
         lhc += purity > 0.75
-    return {
-        "perfect": perfect / n_particles,
-        "double_majority": double_majority / n_particles,
-        "lhc": lhc / len(tracks),
-        "n_particles": n_particles,
-        "n_tracks": len(tracks),
-    }
+    return _rates(perfect, double_majority, lhc, n_particles, len(tracks))
 
 
 def min_hits_efficiencies_oracle(
@@ -166,13 +173,7 @@ def min_hits_efficiencies_oracle(
         if particle_nhits[particle] >= min_hits:
             perfect += n == particle_nhits[particle] and purity > 0.99
             double_majority += purity > 0.5 and n / particle_nhits[particle] > 0.5
-    return {
-        "perfect": perfect / n_particles,
-        "double_majority": double_majority / n_particles,
-        "lhc": lhc / len(tracks),
-        "n_particles": n_particles,
-        "n_tracks": len(tracks),
-    }
+    return _rates(perfect, double_majority, lhc, n_particles, len(tracks))
 
 
 def unassign_fraction(track_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
