@@ -175,6 +175,13 @@ def reference_params(state: dict[str, Any], hits: np.ndarray, best: bool = True)
     """Raw parameters [n, K] of one event by this repository's own path: the Normaliser's
     float64 statistics around the model with its stored (or the exact) attention."""
     model, normaliser = model_from_checkpoint(state, best=best, attention="math")
+    return _torch_params(model, normaliser, hits)
+
+
+def _torch_params(
+    model: TransformerRegressor, normaliser: Normaliser, hits: np.ndarray
+) -> np.ndarray:
+    """Raw parameters [n, K] of one event [n, F] by ``model`` around ``normaliser``."""
     with torch.no_grad():
         x = torch.from_numpy(normaliser.normalise_inputs(hits))[None]
         pad = torch.zeros(x.shape[:2], dtype=torch.bool)
@@ -184,11 +191,20 @@ def reference_params(state: dict[str, Any], hits: np.ndarray, best: bool = True)
 
 def onnx_params(path: str | Path, hits: np.ndarray) -> np.ndarray:
     """Run the exported file with ONNX Runtime (CPU) on one event, [n, F] -> [n, K]."""
+    return _session_params(_onnx_session(path), hits)
+
+
+def _onnx_session(path: str | Path) -> Any:
+    """An ONNX Runtime CPU session of the exported file."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1  # deterministic and polite on a shared machine
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _session_params(session: Any, hits: np.ndarray) -> np.ndarray:
+    """The session's raw parameters [n, K] of one event [n, F]."""
     return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(hits, np.float32)})[0]
 
 
@@ -196,10 +212,13 @@ def max_difference(
     path: str | Path, state: dict[str, Any], events: list[np.ndarray], best: bool = True
 ) -> float:
     """Largest |ONNX Runtime - torch| over all hits and parameters of ``events``."""
+    # The model and the session are built once for all events.
+    model, normaliser = model_from_checkpoint(state, best=best, attention="math")
+    session = _onnx_session(path)
     worst = 0.0
     for hits in events:
-        expected = reference_params(state, hits, best)
-        got = onnx_params(path, hits)
+        expected = _torch_params(model, normaliser, hits)
+        got = _session_params(session, hits)
         if got.shape != expected.shape:
             raise RuntimeError(f"{path}: output shape {got.shape}, expected {expected.shape}")
         worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - expected))))
