@@ -166,10 +166,9 @@ PRESETS_DEFAULTS: dict[str, dict] = {
 
 
 def preset(name: str) -> TrackerConfig:
-    """The TrackerConfig of preset ``name`` (``PRESETS_DEFAULTS``)."""
-    if name not in PRESETS_DEFAULTS:
-        raise UserError(f"unknown --preset {name!r}; use one of {tuple(PRESETS_DEFAULTS)}")
-    return replace(TrackerConfig(), preset=name, **PRESETS_DEFAULTS[name])
+    """The TrackerConfig of preset ``name`` (``PRESETS_DEFAULTS``); an unknown name is
+    refused by ``TrackerConfig.__post_init__``."""
+    return replace(TrackerConfig(), preset=name, **PRESETS_DEFAULTS.get(name, {}))
 
 
 def build_parser(defaults: TrackerConfig, description: str) -> argparse.ArgumentParser:
