@@ -13,13 +13,11 @@ names stay reachable from here (``training.train``, ``training.run_epoch``, ...;
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from data_processing.errors import run_cli
-from evaluation.options import apply_threads, thread_note
+from evaluation.options import announce_config
 from training_config import TrainConfig, config_from_args
 
 if TYPE_CHECKING:
@@ -32,11 +30,9 @@ def main(argv: list[str] | None = None, defaults: TrainConfig | None = None) -> 
     """Parse ``argv`` (``defaults``: the options' defaults), print the config, train
     and evaluate (``training_loop.train``); returns its TrainResult."""
     config = config_from_args(argv, defaults)
-    threads = apply_threads(config.threads)
     # Under torchrun every rank runs this; one of them speaks.
     is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main:
-        print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    announce_config(config, show=is_main)
     from training_loop import train  # lazy: the options are parsed without torch
 
     result = train(config)

@@ -48,12 +48,11 @@ from evaluation.inference import predict_track_params, reconstruct, score_recons
 from evaluation.options import (
     EvaluationOptions,
     add_dataclass_arguments,
-    apply_threads,
+    announce_config,
     check_writable_file,
     config_from_namespace,
     new_parser,
     option,
-    thread_note,
 )
 from evaluation.pipeline import load_setup, report_and_write
 from model import TransformerRegressor
@@ -237,8 +236,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = config_from_namespace(DecompositionEvalConfig, build_arg_parser().parse_args(argv))
-    threads = apply_threads(config.threads)
-    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    announce_config(config)
     if config.output:
         check_writable_file(config.output, "--output")
     if config.write_regions:

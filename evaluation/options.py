@@ -15,10 +15,11 @@ This module imports no torch, so ``--help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from data_processing.data_types import DATA_TYPES
@@ -224,6 +225,15 @@ def apply_threads(threads: int) -> int:
 def thread_note(threads: int) -> str:
     """``"1 thread"`` / ``"4 threads"``."""
     return f"{threads} thread" + ("" if threads == 1 else "s")
+
+
+def announce_config(config: Any, show: bool = True) -> int:
+    """Apply ``config.threads`` (``apply_threads``) and, when ``show``, print the line every
+    command starts with: ``config: <the dataclass as sorted JSON> (N threads)``; returns N."""
+    threads = apply_threads(config.threads)
+    if show:
+        print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    return threads
 
 
 def check_writable_file(path: str | os.PathLike[str], option_name: str) -> None:

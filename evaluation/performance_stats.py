@@ -28,7 +28,6 @@ printed) into ``--output_dir`` (default: ``<checkpoint without suffix>_performan
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ from evaluation.inference import (
 )
 from evaluation.options import (
     EvaluationConfig,
-    apply_threads,
+    announce_config,
     check_writable_dir,
     check_writable_file,
     option,
@@ -369,8 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_writable_dir(config.output_dir, "--output_dir")
     if config.output:
         check_writable_file(config.output, "--output")
-    threads = apply_threads(config.threads)
-    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    announce_config(config)
     stats = performance_stats(config)
     table = markdown_table(stats)
     print(table, flush=True)

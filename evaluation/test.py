@@ -18,8 +18,6 @@ once the options are parsed, so ``--help`` answers without loading torch).
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,9 @@ from data_processing.errors import run_cli
 from evaluation.options import (
     EvaluationConfig,
     add_dataclass_arguments,
-    apply_threads,
+    announce_config,
     config_from_namespace,
     new_parser,
-    thread_note,
 )
 
 __all__ = ["EvaluationConfig", "build_arg_parser", "config_from_args", "format_metrics", "main"]
@@ -115,8 +112,7 @@ def print_report(metrics: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = config_from_args(argv)
-    threads = apply_threads(config.threads)
-    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    announce_config(config)
     from evaluation.pipeline import evaluate_checkpoint  # torch: after the options
 
     metrics = evaluate_checkpoint(config, report=print_report)

@@ -22,7 +22,6 @@ Pipeline (all through the one inference path, ``evaluation.inference.reconstruct
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,12 +39,11 @@ from evaluation.inference import reconstruct, score_reconstruction
 from evaluation.options import (
     EvaluationOptions,
     add_dataclass_arguments,
-    apply_threads,
+    announce_config,
     check_writable_file,
     config_from_namespace,
     new_parser,
     option,
-    thread_note,
 )
 from evaluation.pipeline import load_setup, report_and_write
 from model import TransformerRegressor
@@ -284,8 +282,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = config_from_namespace(RefinedTestConfig, build_arg_parser().parse_args(argv))
-    threads = apply_threads(config.threads)
-    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    announce_config(config)
     results = evaluate_refined(config, report=lambda r: print(format_results(r), flush=True))
     return results
 

@@ -16,9 +16,8 @@ unassigned, label -1). Scores, side by side:
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ from checkpoint import load_checkpoint
 from custom_encoder import AttentionLayout
 from data_processing.errors import UserError, run_cli
 from evaluation.efficiencies import MatchSettings, efficiencies
-from evaluation.options import apply_threads, check_writable_file, thread_note
+from evaluation.options import announce_config, check_writable_file
 from evaluation.pipeline import report_and_write
 from evaluation.scoring import score_per_event
 from tracker.config import TrackerConfig, config_from_args
@@ -171,8 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = config_from_args(argv, "Evaluate the hit filter + MaskFormer tracker chain.")
     if config.output is not None:
         check_writable_file(config.output, "--output")
-    threads = apply_threads(config.threads)
-    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    announce_config(config)
     return report_and_write(evaluate(config), config.output, lambda m: print(format_metrics(m)))
 
 

@@ -17,7 +17,6 @@ checkpoint is written atomically after every epoch (``checkpoint.save_checkpoint
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict
@@ -34,7 +33,7 @@ from data_processing.batching import Batch, BatchPlan, batch_event_indices
 from data_processing.dataset import split_events
 from data_processing.errors import UserError, run_cli
 from data_processing.trackml_events import list_events
-from evaluation.options import apply_threads, check_writable_file, thread_note
+from evaluation.options import announce_config, check_writable_file
 from tracker.config import TrackerConfig, config_from_args
 from tracker.data import TARGET_LABEL, TARGET_SLOT, HitSet, feature_statistics, read_hit_set
 from tracker.matching import LossWeights, tracker_loss
@@ -275,8 +274,7 @@ def train(config: TrackerConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = config_from_args(argv, "Train the hit filter and the MaskFormer tracker.")
-    threads = apply_threads(config.threads)
-    print("config:", json.dumps(asdict(config), sort_keys=True), f"({thread_note(threads)})")
+    announce_config(config)
     started = time.perf_counter()
     losses = train(config)
     print(f"finished in {time.perf_counter() - started:.1f} s")
