@@ -6,15 +6,14 @@ on the held-out test split and prints the TrackML score.
 
 This file is the command line: the settings and their options are
 ``training_config.py``, the loop is ``training_loop.py`` (imported only once the options
-are parsed, so ``python training.py --help`` answers without loading torch). The loop's
-names stay reachable from here (``training.train``, ``training.run_epoch``, ...; see
-``__getattr__``), for the scripts and tests that use them.
+are parsed, so ``python training.py --help`` answers without loading torch). Scripts and
+tests that drive the loop import ``training_loop`` themselves.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from data_processing.errors import run_cli
 from evaluation.options import announce_config
@@ -39,19 +38,6 @@ def main(argv: list[str] | None = None, defaults: TrainConfig | None = None) -> 
     if is_main:
         print(f"finished in {result.seconds:.1f} s; checkpoint {result.checkpoint}")
     return result
-
-
-def __getattr__(name: str) -> Any:
-    """``training.<name>`` for a name of the loop (``train``, ``TrainResult``,
-    ``run_epoch``, ...): read from ``training_loop``, imported on first use."""
-    if name.startswith("__"):  # the import system asks for __path__ etc.: not the loop's
-        raise AttributeError(f"module 'training' has no attribute {name!r}")
-    import training_loop
-
-    try:
-        return getattr(training_loop, name)
-    except AttributeError:
-        raise AttributeError(f"module 'training' has no attribute {name!r}") from None
 
 
 if __name__ == "__main__":

@@ -48,7 +48,13 @@ from torch.nn.parallel import DistributedDataParallel
 from checkpoint import load_checkpoint, save_checkpoint
 from data_processing.batching import BatchPlan, DeviceEvents, batch_event_indices
 from data_processing.data_files import DataSource, default_data_path, ensure_data
-from data_processing.dataset import EventSet, Normaliser, load_events, split_events
+from data_processing.dataset import (
+    SPLIT_FRACTIONS,
+    EventSet,
+    Normaliser,
+    load_events,
+    split_events,
+)
 from data_processing.errors import UserError
 from evaluation.options import check_writable_file
 from model import ModelConfig, TransformerRegressor
@@ -64,8 +70,6 @@ from training_steps import (
     resolve_device,
     run_epoch,
 )
-
-SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
 def events_per_step(config: TrainConfig, mean_event_size: float, world_size: int) -> float:

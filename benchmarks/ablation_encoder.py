@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import training
+import training_loop
 from data_processing.errors import run_cli
 from data_processing.redvid import SimulationConfig, generate_dataset
 from evaluation.options import DefaultsHelpFormatter
@@ -108,7 +109,7 @@ def run_one(
         **options,
     )
     Path(train_config.model_name).unlink(missing_ok=True)
-    result = training.train(train_config, on_epoch=on_epoch)
+    result = training_loop.train(train_config, on_epoch=on_epoch)
     assert result.metrics is not None and result.model is not None
     # Epoch 0 also pays first-call warm-up; the clock starts with the data on the
     # device, and an epoch's time includes its validation pass and checkpoint save.

@@ -266,7 +266,7 @@ def our_path(
 ) -> Measured:
     """Our model through the project's training loop and inference path.
 
-    Timed: ``training.run_epoch`` over a BatchPlan of the chosen batches (gathering
+    Timed: ``training_steps.run_epoch`` over a BatchPlan of the chosen batches (gathering
     each batch from the device-resident events is inside the clock) and
     ``predict_track_params`` on those events.
     """

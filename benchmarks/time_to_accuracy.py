@@ -27,6 +27,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 import training
+import training_loop
 from data_processing.dataset import Normaliser
 from data_processing.errors import run_cli
 from evaluation.inference import reconstruct, score_reconstruction
@@ -56,11 +57,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     config = training.config_from_args(train_args)
 
     # The same data, split and normaliser as the training run (all seeded).
-    _, events, (train_idx, val_idx, _) = training.prepare_data(config)
+    _, events, (train_idx, val_idx, _) = training_loop.prepare_data(config)
     normaliser = Normaliser.fit(events.subset(train_idx))
     val_events = events.subset(val_idx[: args.max_val_events])
     clustering = config.clustering_config()
-    device = training.resolve_device(config.device)
+    device = training_loop.resolve_device(config.device)
     rows: list[dict[str, float]] = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         print(f"time-to-accuracy: epoch {epoch} at {seconds:.1f} s: val score {score:.4f}")
         _write(rows, out, args.target, " ".join(train_args))
 
-    training.train(config, on_epoch=probe)
+    training_loop.train(config, on_epoch=probe)
     return rows
 
 

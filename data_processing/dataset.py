@@ -201,6 +201,10 @@ def events_from_rows(
     return EventSet.from_table(table, inputs, targets, max_nr_hits, source=source)
 
 
+#: Train / validation / test shares of a data set's events (the reference's 70/15/15).
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
 def split_events(
     n_events: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 The refiner is a second TransformerRegressor that sees ONE cluster of hits at a time and
 regresses each hit's track parameters, so that an impure cluster can be split. It is
 trained on single-particle groups written as an ordinary data file of the source's own
-type, so the one training loop (``training.train``) reads it unchanged:
+type, so the one training loop (``training_loop.train``) reads it unchanged:
 
 * REDVID (``linear``/``helical``): a ``;``-separated CSV with the source file's columns
   (the REDVID layout, whichever variant the source used), ``event_id`` renumbered to the

@@ -26,10 +26,12 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import training
 from data_processing.data_files import DataSource, ensure_data
 from data_processing.data_types import DATA_TYPES
+from data_processing.dataset import SPLIT_FRACTIONS
 from data_processing.derived_data import EventSelection
 from data_processing.errors import UserError, run_cli
 from evaluation.checkpoint_data import training_data_path
@@ -40,6 +42,9 @@ from refiner.dataset import (
     build_group_file,
     default_group_path,
 )
+
+if TYPE_CHECKING:
+    from training_loop import TrainResult
 
 SOURCE_SPLITS = ("train", "train_val", "all")
 
@@ -98,11 +103,11 @@ def resolve_source(config: RefinerDataConfig) -> tuple[Path, str, EventSelection
         if config.data_type is None:
             raise UserError("--source_path needs --data_type (linear, helical or trackml)")
         path, data_type = Path(config.source_path), config.data_type
-        fractions, seed = training.SPLIT_FRACTIONS, config.split_seed
+        fractions, seed = SPLIT_FRACTIONS, config.split_seed
     else:
         default = training.TrainConfig(seed=config.split_seed)
         path, data_type = ensure_data(DataSource.of(default)), default.data_type
-        fractions, seed = training.SPLIT_FRACTIONS, config.split_seed
+        fractions, seed = SPLIT_FRACTIONS, config.split_seed
     if config.source_split == "all":
         return path, data_type, None
     parts = ("train",) if config.source_split == "train" else ("train", "val")
@@ -128,7 +133,7 @@ def prepare_groups(config: RefinerDataConfig) -> tuple[GroupSummary, str]:
 
 def train_refiner(
     data_config: RefinerDataConfig, train_argv: list[str] | None = None
-) -> training.TrainResult:
+) -> TrainResult:
     """Write the groups, then run the one training loop on them.
 
     ``train_argv`` are main-training CLI options (e.g. ``["--nr_epochs", "5"]``); the data
@@ -160,7 +165,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return add_dataclass_arguments(parser, RefinerDataConfig)
 
 
-def main(argv: list[str] | None = None) -> training.TrainResult:
+def main(argv: list[str] | None = None) -> TrainResult:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_arg_parser()
     if "-h" in argv or "--help" in argv:

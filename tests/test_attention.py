@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import training
+import training_loop
 import training_steps
 from attention_ops import AttentionLayout, flash_kernel_available, nested_sdpa
 from checkpoint import load_checkpoint, model_from_checkpoint
@@ -169,8 +170,8 @@ def test_one_training_step_same_from_packed_and_padded_batches(backend: str) -> 
     ):
         model = _same_weights(attention, reference)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        optimisation = training.Optimisation(optimizer, lambda step: 0.1)
-        loss = training.run_epoch(model, data, plan, packed, optimisation)
+        optimisation = training_loop.Optimisation(optimizer, lambda step: 0.1)
+        loss = training_loop.run_epoch(model, data, plan, packed, optimisation)
         assert optimisation.step == 1
         grads = torch.cat([p.grad.flatten() for p in model.parameters()])
         weights = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -304,9 +305,9 @@ def test_predict_track_params_rows_align(attention: str) -> None:
 def test_epoch_batches_shard_disjointly_and_equally() -> None:
     config = training.TrainConfig(batch_size=8, hits_per_batch=500, seed=3)
     sizes = np.random.default_rng(0).integers(10, 60, 301)
-    single = training.epoch_batches(config, sizes, 2, training.DistributedContext())
+    single = training_loop.epoch_batches(config, sizes, 2, training_loop.DistributedContext())
     shards = [
-        training.epoch_batches(config, sizes, 2, training.DistributedContext(rank, 3))
+        training_loop.epoch_batches(config, sizes, 2, training_loop.DistributedContext(rank, 3))
         for rank in range(3)
     ]
     assert len({len(s) for s in shards}) == 1  # every rank takes the same number of steps
@@ -318,30 +319,30 @@ def test_epoch_batches_shard_disjointly_and_equally() -> None:
 
 def test_learning_rate_scaling_and_warmup() -> None:
     config = training.TrainConfig(lr=1e-3, batch_size=64, lr_scaling="sqrt")
-    assert training.scaled_lr(config, 64) == pytest.approx(1e-3)
-    assert training.scaled_lr(config, 1024) == pytest.approx(4e-3)
+    assert training_loop.scaled_lr(config, 64) == pytest.approx(1e-3)
+    assert training_loop.scaled_lr(config, 1024) == pytest.approx(4e-3)
     linear = training.TrainConfig(lr=1e-3, batch_size=64, lr_scaling="linear")
-    assert training.scaled_lr(linear, 1024) == pytest.approx(16e-3)
-    assert training.events_per_step(config, 270.0, 1) == 64
-    assert training.events_per_step(
+    assert training_loop.scaled_lr(linear, 1024) == pytest.approx(16e-3)
+    assert training_loop.events_per_step(config, 270.0, 1) == 64
+    assert training_loop.events_per_step(
         training.TrainConfig(hits_per_batch=27_000), 270.0, 4
     ) == pytest.approx(400)
-    lr_at = training.learning_rate_schedule(4e-3, 10)
+    lr_at = training_loop.learning_rate_schedule(4e-3, 10)
     assert lr_at(0) == pytest.approx(4e-4) and lr_at(9) == lr_at(100) == pytest.approx(4e-3)
-    assert training.learning_rate_schedule(1e-3, 0)(0) == 1e-3
-    cosine = training.learning_rate_schedule(4e-3, 10, 110, "cosine")
+    assert training_loop.learning_rate_schedule(1e-3, 0)(0) == 1e-3
+    cosine = training_loop.learning_rate_schedule(4e-3, 10, 110, "cosine")
     assert cosine(9) == pytest.approx(4e-3)  # end of the warm-up: the peak
     assert cosine(60) == pytest.approx(2e-3)  # half way through the decay
     assert cosine(110) == cosine(500) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="lr schedule"):
-        training.learning_rate_schedule(1e-3, 0, 10, "step")
+        training_loop.learning_rate_schedule(1e-3, 0, 10, "step")
 
 
 def test_time_limit_stops_after_the_epoch_that_crosses_it() -> None:
-    assert not training.out_of_training_time(training.TrainConfig(), 1e9)  # 0: no limit
+    assert not training_loop.out_of_training_time(training.TrainConfig(), 1e9)  # 0: no limit
     limited = training.TrainConfig(max_minutes=0.5)
-    assert not training.out_of_training_time(limited, 29.0)
-    assert training.out_of_training_time(limited, 30.0)
+    assert not training_loop.out_of_training_time(limited, 29.0)
+    assert training_loop.out_of_training_time(limited, 30.0)
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +378,7 @@ def test_flash_training_with_hit_budget_and_backend_override(
         helical_file, path, attention="flash", hits_per_batch=400, precision="bf16"
     )
     with caplog.at_level(logging.WARNING):
-        result = training.train(config)
+        result = training_loop.train(config)
     assert result.val_losses[-1] < result.val_losses[0] < 2.0
     # bf16 is a CUDA feature: on a CPU the run says so and trains in fp32.
     assert any("mixed precision needs CUDA" in r.getMessage() for r in caplog.records)
@@ -404,14 +405,14 @@ def test_compile_failure_falls_back_to_eager(
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     with caplog.at_level(logging.WARNING):
-        result = training.train(_train_config(helical_file, tmp_path / "c.pt", compile=True))
+        result = training_loop.train(_train_config(helical_file, tmp_path / "c.pt", compile=True))
     assert any("running eager" in r.getMessage() for r in caplog.records)
     assert len(result.val_losses) == 2
 
 
 def test_unknown_choices_are_rejected(helical_file: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="precision"):
-        training.train(_train_config(helical_file, tmp_path / "x.pt", precision="fp8"))
+        training_loop.train(_train_config(helical_file, tmp_path / "x.pt", precision="fp8"))
     config = training.config_from_args(
         ["--attention", "flash", "--hits_per_batch", "5000", "--precision", "bf16", "--compile"]
     )
@@ -493,7 +494,7 @@ def test_compiled_flash_training_on_cuda(helical_file: Path, tmp_path: Path) -> 
         hits_per_batch=2000,
         compile=True,
     )
-    result = training.train(config)
+    result = training_loop.train(config)
     assert result.val_losses[-1] < result.val_losses[0]
 
 
@@ -503,7 +504,7 @@ def test_fp16_grad_scaler_is_checkpointed_and_restored_on_resume(
 ) -> None:
     path = tmp_path / "fp16.pt"
     config = _train_config(helical_file, path, device="cuda", precision="fp16", nr_epochs=1)
-    first = training.train(config)
+    first = training_loop.train(config)
     assert len(first.val_losses) == 1
     state = load_checkpoint(path)
     stored = state["grad_scaler"]
@@ -517,7 +518,7 @@ def test_fp16_grad_scaler_is_checkpointed_and_restored_on_resume(
         real_load(self, state_dict)
 
     monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict", recording_load)
-    resumed = training.train(
+    resumed = training_loop.train(
         _train_config(helical_file, path, device="cuda", precision="fp16", nr_epochs=2, resume=True)
     )
     assert len(resumed.val_losses) == 2

@@ -1,7 +1,7 @@
 """The training loop under DistributedDataParallel: 2 CPU processes, gloo backend.
 
 The processes are started the way torchrun starts them (RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR, MASTER_PORT in the environment) and run the ordinary ``training.train``.
+MASTER_ADDR, MASTER_PORT in the environment) and run the ordinary ``training_loop.train``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 import torch.multiprocessing as mp
 
 import training
+import training_loop
 from checkpoint import load_checkpoint
 from data_processing.redvid import SimulationConfig, generate_dataset
 from tests.conftest import make_tiny_train_config
@@ -41,7 +42,7 @@ def _worker(rank: int, port: int, config: training.TrainConfig, out_dir: str) ->
         }
     )
     torch.set_num_threads(1)  # two ranks share two cores
-    result = training.train(config)
+    result = training_loop.train(config)
     torch.save(
         {
             "state": result.model.state_dict(),

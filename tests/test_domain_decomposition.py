@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import training
+import training_loop
 from data_processing import domain_decomposition as dd
 from data_processing.dataset import EventSet, Normaliser, load_events
 from data_processing.derived_data import pair_codes
@@ -178,7 +179,7 @@ def test_cli_on_a_trained_model_one_region_equals_the_undivided_event(
         progress=False,
     )
     checkpoint = tmp_path / "m.pt"
-    training.train(
+    training_loop.train(
         training.TrainConfig(
             data_path=str(data),
             data_type="linear",

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import training
+import training_loop
 from attention_ops import AttentionLayout, flex_attention, phi_window_mask
 from checkpoint import load_checkpoint, model_from_checkpoint
 from custom_encoder import EncoderLayer, EncoderOptions, _sdpa_attention, residual
@@ -324,7 +325,7 @@ def test_checkpoint_with_options_reloads_identically(linear_file: Path, tmp_path
         cluster_jobs=1,
         **OPTIONS["all"],
     )
-    result = training.train(config)
+    result = training_loop.train(config)
     state = load_checkpoint(result.checkpoint)
     model, normaliser = model_from_checkpoint(state, best=False)
     assert model.config.encoder_options() == config.model_config(3, 3).encoder_options()

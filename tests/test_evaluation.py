@@ -21,10 +21,17 @@ import torch
 from torch import Tensor, nn
 
 import training
+import training_loop
 from checkpoint import load_checkpoint, save_checkpoint
 from custom_encoder import AttentionLayout
 from data_processing import data_files
-from data_processing.dataset import EventSet, Normaliser, load_events, split_events
+from data_processing.dataset import (
+    SPLIT_FRACTIONS,
+    EventSet,
+    Normaliser,
+    load_events,
+    split_events,
+)
 from data_processing.errors import run_cli
 from data_processing.redvid import SimulationConfig, generate_dataset
 from evaluation import inference, performance_stats, pipeline
@@ -68,7 +75,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder / "lin3.csv",
         progress=False,
     )
-    training.train(_tiny_config(data, folder / "m.pt", "linear", epochs=2))
+    training_loop.train(_tiny_config(data, folder / "m.pt", "linear", epochs=2))
     return folder / "m.pt"
 
 
@@ -83,7 +90,7 @@ def trackml_checkpoint(trackml_sample_dir: Path, tmp_path_factory: pytest.TempPa
     event = read_event(trackml_sample_dir / "event000000001")
     table = build_sub_events(event, SubEventConfig((10, 20), 20, keep_noise=True, seed=1))
     write_hit_table(table, folder / "tml.parquet")
-    training.train(_tiny_config(folder / "tml.parquet", folder / "t.pt", "trackml", epochs=1))
+    training_loop.train(_tiny_config(folder / "tml.parquet", folder / "t.pt", "trackml", epochs=1))
     return folder / "t.pt"
 
 
@@ -208,7 +215,7 @@ def test_validation_and_test_splits_are_the_ones_training_made(
     # The independent split: the training file's events, split with training's seed.
     events = load_events(state["data"]["path"], "linear")
     seed = training.TrainConfig().seed  # _tiny_config keeps the default
-    _, val_positions, test_positions = split_events(events.n_events, training.SPLIT_FRACTIONS, seed)
+    _, val_positions, test_positions = split_events(events.n_events, SPLIT_FRACTIONS, seed)
     val_ids, test_ids = events.event_id[val_positions], events.event_id[test_positions]
     assert len(val_ids) == len(test_ids) == 45 and not set(val_ids) & set(test_ids)
 
@@ -438,7 +445,7 @@ def test_a_shipped_checkpoint_is_scored_on_the_test_set_it_names(
     # Shipped checkpoints hold no optimizer state: resuming one is refused clearly.
     resume = _tiny_config(Path(state["data"]["path"]), shipped, "linear", epochs=3)
     with pytest.raises(ValueError, match="inference-only"):
-        training.train(replace(resume, resume=True))
+        training_loop.train(replace(resume, resume=True))
 
 
 def test_performance_stats_applies_the_grid_search_and_refuses_display_event(
@@ -582,7 +589,7 @@ def test_a_missing_generated_training_file_is_simulated_again(
         n_events=100,
         seed=3,
     )
-    training.train(config)
+    training_loop.train(config)
     stored = Path(load_checkpoint(tmp_path / "m.pt")["data"]["path"])
     assert stored == tmp_path / "original" / "data" / "redvid_linear_3_100ev_seed3.csv"
     val = evaluation_test.EvaluationConfig(str(tmp_path / "m.pt"), split="val", cluster_jobs=1)

@@ -38,7 +38,7 @@ def _config(data: Path, checkpoint: Path, **overrides) -> training.TrainConfig:
 def test_training_lowers_validation_loss_and_beats_shuffled_labels(
     linear_file: Path, tmp_path: Path
 ) -> None:
-    result = training.train(_config(linear_file, tmp_path / "m.pt"))
+    result = training_loop.train(_config(linear_file, tmp_path / "m.pt"))
     assert result.val_losses[-1] < 0.5 * result.val_losses[0]
     # Targets are standardised, so always predicting the mean has an MSE of about 1.
     assert result.val_losses[-1] < 0.25
@@ -56,7 +56,7 @@ def test_training_lowers_validation_loss_and_beats_shuffled_labels(
     shuffled = shuffled.drop(columns=coefficient_columns).merge(tracks, on=["event_id", "track_id"])
     shuffled_path = tmp_path / "shuffled.csv"
     shuffled.to_csv(shuffled_path, sep=";", index=False)
-    baseline = training.train(_config(shuffled_path, tmp_path / "s.pt"))
+    baseline = training_loop.train(_config(shuffled_path, tmp_path / "s.pt"))
     assert baseline.val_losses[-1] > 0.8
     assert result.val_losses[-1] < 0.3 * baseline.val_losses[-1]
 
@@ -64,9 +64,9 @@ def test_training_lowers_validation_loss_and_beats_shuffled_labels(
 def test_resume_continues_exactly_where_a_killed_run_stopped(
     linear_file: Path, tmp_path: Path
 ) -> None:
-    straight = training.train(_config(linear_file, tmp_path / "a.pt", nr_epochs=2))
-    training.train(_config(linear_file, tmp_path / "b.pt", nr_epochs=1))
-    resumed = training.train(_config(linear_file, tmp_path / "b.pt", nr_epochs=2, resume=True))
+    straight = training_loop.train(_config(linear_file, tmp_path / "a.pt", nr_epochs=2))
+    training_loop.train(_config(linear_file, tmp_path / "b.pt", nr_epochs=1))
+    resumed = training_loop.train(_config(linear_file, tmp_path / "b.pt", nr_epochs=2, resume=True))
     np.testing.assert_allclose(resumed.train_losses, straight.train_losses, rtol=1e-6)
     np.testing.assert_allclose(resumed.val_losses, straight.val_losses, rtol=1e-6)
     a = load_checkpoint(tmp_path / "a.pt")["model_state_dict"]
@@ -79,29 +79,29 @@ def test_resume_goes_on_after_a_time_limit_but_not_with_other_data(
     linear_file: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "t.pt"
-    cut = training.train(_config(linear_file, path, nr_epochs=3, max_minutes=1e-6))
+    cut = training_loop.train(_config(linear_file, path, nr_epochs=3, max_minutes=1e-6))
     assert len(cut.val_losses) == 1  # the time limit stopped it after epoch 0
-    resumed = training.train(_config(linear_file, path, nr_epochs=3, resume=True))
+    resumed = training_loop.train(_config(linear_file, path, nr_epochs=3, resume=True))
     assert len(resumed.val_losses) == 3
     # Another seed would move the checkpoint's test events into training.
     with pytest.raises(ValueError, match="split_seed 0 in the checkpoint, 1 now"):
-        training.train(_config(linear_file, path, nr_epochs=4, resume=True, seed=1))
+        training_loop.train(_config(linear_file, path, nr_epochs=4, resume=True, seed=1))
     with pytest.raises(ValueError, match="model d_model 16 in the checkpoint, 32 now"):
-        training.train(_config(linear_file, path, nr_epochs=4, resume=True, embedding_size=32))
+        training_loop.train(_config(linear_file, path, nr_epochs=4, resume=True, embedding_size=32))
     with pytest.raises(ValueError, match=r"data file 'lin3\.csv' in the checkpoint"):
-        training.train(_config(tmp_path / "other.csv", path, nr_epochs=4, resume=True))
+        training_loop.train(_config(tmp_path / "other.csv", path, nr_epochs=4, resume=True))
     # Settings spelled differently that build the same model and data are accepted.
     state = load_checkpoint(path)
     same = _config(linear_file, path, nr_epochs=4, resume=True, norm="post", attention="math")
-    training.check_resumable(state, same, path)
+    training_loop.check_resumable(state, same, path)
     pre = {"norm": "pre", "norm_first": True}  # as a pre-norm run stores them
     pre_state = {**state, "model_config": {**state["model_config"], **pre}}
-    training.check_resumable(pre_state, _config(linear_file, path, norm_first=True), path)
+    training_loop.check_resumable(pre_state, _config(linear_file, path, norm_first=True), path)
 
 
 def test_checkpoint_round_trip_and_atomic_write(linear_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "m.pt"
-    training.train(_config(linear_file, path, nr_epochs=1))
+    training_loop.train(_config(linear_file, path, nr_epochs=1))
     state = load_checkpoint(path)
     assert state["epoch"] == 0 and len(state["val_losses"]) == 1
     assert state["model_config"]["d_model"] == 16
@@ -129,7 +129,7 @@ def test_checkpoint_round_trip_and_atomic_write(linear_file: Path, tmp_path: Pat
 
 def test_evaluation_needs_only_the_checkpoint(linear_file: Path, tmp_path: Path, capsys) -> None:
     path = tmp_path / "m.pt"
-    training.train(_config(linear_file, path, nr_epochs=4, embedding_size=32, hidden_dim=64))
+    training_loop.train(_config(linear_file, path, nr_epochs=4, embedding_size=32, hidden_dim=64))
     out_json = tmp_path / "metrics.json"
     metrics = evaluation_test.main(
         ["--model_name", str(path), "--cluster_jobs", "1", "--output", str(out_json)]
@@ -160,7 +160,7 @@ def test_early_stopping_keeps_the_best_weights_and_resumes_with_the_new_patience
 ) -> None:
     # Validation losses are scripted (training runs for real), one per validation pass.
     scripted = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.3])
-    real_run_epoch = training.run_epoch
+    real_run_epoch = training_loop.run_epoch
 
     def run_epoch(model, data, plan, packed, optimisation=None, *args, **kwargs) -> float:
         if optimisation is None:
@@ -175,7 +175,7 @@ def test_early_stopping_keeps_the_best_weights_and_resumes_with_the_new_patience
 
     path = tmp_path / "es.pt"
     small = {"nr_enc_layers": 1, "embedding_size": 8, "hidden_dim": 16}
-    result = training.train(
+    result = training_loop.train(
         _config(linear_file, path, nr_epochs=6, early_stop=2, **small), on_epoch=record
     )
     # Best 0.5 at epoch 1; epochs 2 and 3 do not improve: two stale epochs stop the run.
@@ -200,14 +200,14 @@ def test_early_stopping_keeps_the_best_weights_and_resumes_with_the_new_patience
 
     # Resumed with the same patience: still stopped, no epoch runs, nothing is rewritten.
     weights.clear()
-    again = training.train(
+    again = training_loop.train(
         _config(linear_file, path, nr_epochs=6, early_stop=2, resume=True, **small),
         on_epoch=record,
     )
     assert again.val_losses == [1.0, 0.5, 0.7, 0.8] and weights == {}
     assert load_checkpoint(path)["epoch"] == 3
     # A longer patience (2 stale epochs < 5) continues: epochs 4 (0.9) and 5 (0.3, best).
-    more = training.train(
+    more = training_loop.train(
         _config(linear_file, path, nr_epochs=6, early_stop=5, resume=True, **small),
         on_epoch=record,
     )
@@ -292,7 +292,7 @@ def test_evaluation_cli_reports_an_unreadable_checkpoint_in_one_line(
 
 def test_mismatched_resume_is_refused_in_one_line(linear_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "run.pt"
-    training.train(_config(linear_file, path, nr_epochs=1))
+    training_loop.train(_config(linear_file, path, nr_epochs=1))
     result = _run_script(
         "training.py", "--resume", "--model_name", str(path), "--embedding_size", "32"
     )
@@ -303,19 +303,19 @@ def test_resume_with_the_checkpoint_name_alone_takes_its_options(
     linear_file: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "run.pt"
-    training.train(_config(linear_file, path, nr_epochs=1, lr=2e-3))
+    training_loop.train(_config(linear_file, path, nr_epochs=1, lr=2e-3))
     config = training.config_from_args(["--resume", "--model_name", str(path)])
     assert config.data_path == str(linear_file) and config.embedding_size == 16
     assert config.nr_enc_layers == 2 and config.lr == 2e-3 and config.nr_epochs == 1
     # An option given explicitly wins, so the run continues with more epochs...
     longer = training.config_from_args(["--resume", "--model_name", str(path), "--nr_epochs", "2"])
     assert longer.nr_epochs == 2 and longer.embedding_size == 16
-    resumed = training.train(replace(longer, evaluate=False, progress=False))
+    resumed = training_loop.train(replace(longer, evaluate=False, progress=False))
     assert len(resumed.val_losses) == 2
     # ...and one that changes the model is refused (check_resumable).
     wider = training.config_from_args(["--resume", "--model_name", str(path), "--hidden_dim", "64"])
     with pytest.raises(UserError, match="dim_feedforward"):
-        training.train(replace(wider, evaluate=False))
+        training_loop.train(replace(wider, evaluate=False))
 
 
 def test_unwritable_model_name_is_refused_before_any_work(
@@ -346,7 +346,7 @@ def test_metrics_are_printed_before_they_are_written(
     linear_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     path = tmp_path / "m.pt"
-    training.train(_config(linear_file, path, nr_epochs=1))
+    training_loop.train(_config(linear_file, path, nr_epochs=1))
 
     def failing_write(metrics: dict, target: str | Path) -> Path:
         raise PermissionError(13, "Permission denied", str(target))
@@ -396,13 +396,6 @@ def test_training_help_loads_no_torch(command: list[str]) -> None:
     assert not imported & {"torch", "model", "checkpoint", "training_loop"}, imported
 
 
-def test_the_loop_stays_reachable_as_training_names() -> None:
-    assert training.train is training_loop.train
-    assert training.run_epoch is training_loop.run_epoch
-    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
-        training.no_such_name  # noqa: B018
-
-
 def test_attention_dropout_is_opt_in_and_a_resumed_run_may_switch_it(
     linear_file: Path, tmp_path: Path
 ) -> None:
@@ -411,7 +404,7 @@ def test_attention_dropout_is_opt_in_and_a_resumed_run_may_switch_it(
     refused = _run_script("training.py", "--attention", "flash", "--attention_dropout")
     _assert_user_error(refused, "--attention flash", "cannot drop attention weights")
     path = tmp_path / "ad.pt"
-    first = training.train(_config(linear_file, path, nr_epochs=1, attention_dropout=True))
+    first = training_loop.train(_config(linear_file, path, nr_epochs=1, attention_dropout=True))
     assert first.model.encoder.layers[0].self_attn.dropout == pytest.approx(0.1)
     assert load_checkpoint(path)["model_config"]["attention_dropout"] is True
     # The command line keeps the stored choice unless told otherwise.
@@ -419,7 +412,7 @@ def test_attention_dropout_is_opt_in_and_a_resumed_run_may_switch_it(
     assert stored.attention_dropout is True
     switched = ["--resume", "--model_name", str(path), "--no-attention_dropout"]
     assert training.config_from_args(switched).attention_dropout is False
-    resumed = training.train(_config(linear_file, path, nr_epochs=2, resume=True))
+    resumed = training_loop.train(_config(linear_file, path, nr_epochs=2, resume=True))
     assert len(resumed.val_losses) == 2
     assert resumed.model.config.attention_dropout is False
     assert resumed.model.encoder.layers[0].self_attn.dropout == 0.0

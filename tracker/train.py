@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from checkpoint import load_checkpoint
 from data_processing.batching import Batch, BatchPlan, batch_event_indices
-from data_processing.dataset import split_events
+from data_processing.dataset import SPLIT_FRACTIONS, split_events
 from data_processing.errors import UserError, run_cli
 from data_processing.trackml_events import list_events
 from evaluation.options import announce_config, check_writable_file
@@ -48,7 +48,6 @@ from tracker.model import (
 from training_loop import RunState, plan_epochs, run_epochs, start_run
 from training_steps import DistributedContext, Optimisation, init_distributed, resolve_device
 
-SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 FAMILY = "tracker"
 
 
