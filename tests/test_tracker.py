@@ -361,3 +361,32 @@ def test_tracker_chain_in_bf16_on_cuda_agrees_with_fp32():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             fast = tracker(kept, small)["mask_logits"][-1].float()
         assert torch.corrcoef(torch.stack([exact.flatten(), fast.flatten()]))[0, 1] > 0.98
+
+
+def test_angle_encoding_is_periodic_in_phi_and_peaks_at_equal_angles():
+    """Fourier features: phi and phi + 2 pi give the same vector, and the dot product of
+    two hits' vectors is largest for equal angles and falls with the angle difference
+    (the kernel an attention head reads)."""
+    from tracker.model import ETA_FEATURE, PHI_FEATURE, AnglePositionalEncoding
+
+    encoding = AnglePositionalEncoding(6)
+    x = torch.zeros(5, 8)
+    x[:, PHI_FEATURE] = torch.tensor([0.3, 0.3 + 2 * np.pi, 0.32, 0.5, 2.0])
+    x[:, ETA_FEATURE] = 0.7
+    features = encoding(x)
+    assert features.shape == (5, 24)
+    torch.testing.assert_close(features[0], features[1], atol=1e-5, rtol=0)
+    similarity = features @ features[0]
+    assert similarity[0] == pytest.approx(12.0, abs=1e-4)  # 2 F terms of cos(0) = 1
+    assert similarity[0] > similarity[2] > similarity[3] > similarity[4]
+
+
+def test_train_on_true_hits_gives_the_tracker_only_target_hits(simulated_events):
+    from tracker.config import preset
+    from tracker.train import tracker_hits
+
+    config = preset("cpu")
+    hits = read_hit_set(str(simulated_events), config.cuts)
+    kept = tracker_hits(config, hits, torch.device("cpu"), training=True)
+    assert kept.label.all() and len(kept.slot) == int(hits.label.sum())
+    assert (kept.slot >= 0).all()

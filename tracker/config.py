@@ -62,10 +62,17 @@ class TrackerConfig:
     ideal_filter: bool = option(
         False, "train the tracker on the true target hits (no filter model needed)"
     )
+    train_on_true_hits: bool = option(
+        True,
+        "train the tracker on the true target hits (evaluation still uses the filter's)",
+    )
     filter_dim: int = option(32, "hit filter width")
     filter_layers: int = option(3, "hit filter encoder layers")
     filter_heads: int = option(4, "hit filter attention heads")
     filter_window: int = option(64, "hit filter azimuth window (hits per side; 0: full)")
+    positional_frequencies: int = option(
+        8, "Fourier features of phi and eta per hit, both networks (0: none)"
+    )
     tracker_dim: int = option(64, "tracker width")
     tracker_layers: int = option(3, "tracker encoder layers")
     tracker_heads: int = option(4, "tracker attention heads")
@@ -121,6 +128,7 @@ class TrackerConfig:
             self.filter_heads,
             3 * self.filter_dim,
             self.filter_window,
+            positional_frequencies=self.positional_frequencies,
         )
 
     def tracker_encoder(self) -> EncoderSettings:
@@ -130,6 +138,7 @@ class TrackerConfig:
             self.tracker_heads,
             3 * self.tracker_dim,
             self.tracker_window,
+            positional_frequencies=self.positional_frequencies,
         )
 
 
@@ -144,6 +153,7 @@ PRESETS_DEFAULTS: dict[str, dict] = {
         "pt_min": 0.9,
         "filter_model": "runs/tracker_published_filter.pt",
         "tracker_model": "runs/tracker_published_maskformer.pt",
+        "train_on_true_hits": False,
         "filter_dim": 256,
         "filter_layers": 8,
         "filter_heads": 8,

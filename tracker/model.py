@@ -33,7 +33,66 @@ from custom_encoder import AttentionLayout, Encoder, EncoderOptions, swiglu_hidd
 from tracker.window import encode_events
 
 N_FEATURES = 8
-PHI_FEATURE = 5
+ETA_FEATURE, PHI_FEATURE = 4, 5
+
+
+class _Standardise(nn.Module):
+    """(x - mean) / std with the training split's feature statistics (buffers)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class AnglePositionalEncoding(nn.Module):
+    """Fourier features of a hit's azimuth and pseudorapidity: [..., 8] raw -> [..., 4 F].
+
+    cos / sin of k phi for k = 1, 2, 4, ..., 2^(F-1) (integers: periodic in phi) and of
+    w eta for w = pi/4 * (1, 2, ..., 2^(F-1)). Why: hits of one track lie close in phi and
+    eta, and a dot product of two such vectors is sum_k cos(k dphi) + sum_w cos(w deta),
+    a kernel peaked at dphi = deta = 0 that one attention head can read directly, where
+    the standardised raw angles offer only products phi_a phi_b.
+    """
+
+    def __init__(self, n_frequencies: int) -> None:
+        super().__init__()
+        powers = 2.0 ** torch.arange(n_frequencies, dtype=torch.float32)
+        self.register_buffer("phi_frequencies", powers, persistent=False)
+        self.register_buffer("eta_frequencies", powers * (torch.pi / 4), persistent=False)
+
+    @property
+    def n_outputs(self) -> int:
+        return 4 * len(self.phi_frequencies)
+
+    def forward(self, x: Tensor) -> Tensor:
+        phi = x[..., PHI_FEATURE, None] * self.phi_frequencies
+        eta = x[..., ETA_FEATURE, None] * self.eta_frequencies
+        return torch.cat([phi.cos(), phi.sin(), eta.cos(), eta.sin()], dim=-1)
+
+
+class HitEmbedding(nn.Module):
+    """Raw hit features [..., 8] -> embeddings [..., D]: standardised features (the
+    training split's statistics) and, with ``n_frequencies`` > 0, the angles' Fourier
+    features (``AnglePositionalEncoding``), through one linear layer."""
+
+    def __init__(
+        self, d_model: int, mean: tuple[float, ...], std: tuple[float, ...], n_frequencies: int
+    ) -> None:
+        super().__init__()
+        self.standardise = _Standardise(mean, std)
+        self.positional = AnglePositionalEncoding(n_frequencies) if n_frequencies else None
+        extra = self.positional.n_outputs if self.positional is not None else 0
+        self.input_proj = nn.Linear(N_FEATURES + extra, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.standardise(x)
+        if self.positional is not None:
+            features = torch.cat([features, self.positional(x)], dim=-1)
+        return self.input_proj(features)
 
 
 @dataclass
@@ -46,6 +105,8 @@ class EncoderSettings:
     dim_feedforward: int = 96
     attention_window: int = 64  # neighbours per side in phi order; 0: full attention
     dropout: float = 0.0
+    # Fourier features of phi and eta per hit (AnglePositionalEncoding); 0: none.
+    positional_frequencies: int = 0
 
     def build(self) -> Encoder:
         return Encoder(
@@ -106,18 +167,6 @@ class TrackerModelConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-class _Standardise(nn.Module):
-    """(x - mean) / std with the training split's feature statistics (buffers)."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
-
-
 class HitFilter(nn.Module):
     """Per-hit logit of "this hit belongs to a target particle" (BCE target)."""
 
@@ -125,14 +174,18 @@ class HitFilter(nn.Module):
         super().__init__()
         self.config = config
         d_model = config.encoder.d_model
-        self.standardise = _Standardise(config.feature_mean, config.feature_std)
-        self.input_proj = nn.Linear(N_FEATURES, d_model)
+        self.embed = HitEmbedding(
+            d_model,
+            config.feature_mean,
+            config.feature_std,
+            config.encoder.positional_frequencies,
+        )
         self.encoder = config.encoder.build()
         self.head = nn.Linear(d_model, 1)
 
     def forward(self, x: Tensor, layout: AttentionLayout) -> Tensor:
         """x: raw features [B, N, 8] -> logits [B, N] (meaningless at padding)."""
-        embedded = self.input_proj(self.standardise(x))
+        embedded = self.embed(x)
         hidden = self.config.encoder.encode(self.encoder, embedded, layout, x[..., PHI_FEATURE])
         return self.head(hidden).squeeze(-1)
 
@@ -193,8 +246,9 @@ class MaskFormerTracker(nn.Module):
         self.config = config
         enc = config.encoder
         d_model = enc.d_model
-        self.standardise = _Standardise(config.feature_mean, config.feature_std)
-        self.input_proj = nn.Linear(N_FEATURES, d_model)
+        self.embed = HitEmbedding(
+            d_model, config.feature_mean, config.feature_std, enc.positional_frequencies
+        )
         self.encoder = enc.build()
         self.queries = nn.Parameter(0.1 * torch.randn(config.n_queries, d_model))
         self.layers = nn.ModuleList(
@@ -223,7 +277,7 @@ class MaskFormerTracker(nn.Module):
         mask logits at padding set to -inf-like (-1e4).
         """
         pad = layout.pad_mask
-        embedded = self.input_proj(self.standardise(x))
+        embedded = self.embed(x)
         hits = self.config.encoder.encode(self.encoder, embedded, layout, x[..., PHI_FEATURE])
         hit_embed = self.hit_proj(hits)
         queries = self.queries.expand(len(x), -1, -1)
