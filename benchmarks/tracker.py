@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--full_dir", default=None, help="full simulated events (default: none)")
     parser.add_argument("--real_event", default=str(REAL_EVENT), help="real TrackML event prefix")
     parser.add_argument("--tml_regressor", default=None, help="TML:200-500 regressor checkpoint")
+    parser.add_argument(
+        "--filter_thresholds",
+        type=float,
+        nargs="+",
+        default=None,
+        help="filter thresholds of the chain's rows (default: the preset's one)",
+    )
     parser.add_argument("--redvid_events", type=int, default=500, help="REDVID test events")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--note", default="", help="a line on where the checkpoints come from")
@@ -161,10 +168,16 @@ def main(argv: list[str] | None = None) -> None:
                 if path.is_dir()
                 else hit_set_from_events([read_event(path)], config.cuts)
             )
-        metrics = evaluate(chosen, hits)
-        print(name, metrics)
-        cells = " | ".join(_cell(metrics.get(c, "")) for c in COLUMNS)
-        lines.append(f"| {name} ({metrics['n_events']} events) | {cells} |")
+        thresholds = [None] if source == "ideal" else args.filter_thresholds or [None]
+        for threshold in thresholds:
+            label = name
+            if threshold is not None:
+                chosen = replace(config, filter_threshold=threshold)
+                label = f"{name}, filter >= {threshold:g}"
+            metrics = evaluate(chosen, hits)
+            print(label, metrics)
+            cells = " | ".join(_cell(metrics.get(c, "")) for c in COLUMNS)
+            lines.append(f"| {label} ({metrics['n_events']} events) | {cells} |")
     lines += [
         "",
         "## REDVID helical sets: shipped regressor + HDBSCAN",
