@@ -27,10 +27,9 @@ the score against the event size. Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +39,10 @@ import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from data_processing.dataset import load_events
-from data_processing.domain_decomposition import DecompositionConfig
-from data_processing.errors import UserError, run_cli
+from data_processing.errors import run_cli
 from evaluation.clustering import ClusteringConfig
-from evaluation.decomposition import reconstruct_by_regions
-from evaluation.inference import reconstruct, score_reconstruction
+from evaluation.decomposition import parse_regions, reconstruct_in_regions
+from evaluation.inference import score_reconstruction
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results_full_events.md"
@@ -68,20 +66,6 @@ class FullEventsConfig:
     figure: str
 
 
-def parse_regions(text: str) -> tuple[int, int, str]:
-    """``"4x8"`` -> (4 theta bands, 8 phi sectors, "labels"); a trailing ``p`` ("4x8p")
-    merges the predicted parameters instead and clusters whole events ("params");
-    ``"1x1"`` is the whole event."""
-    merge = "params" if text.lower().endswith("p") else "labels"
-    try:
-        bands, sectors = (int(v) for v in text.lower().rstrip("p").split("x"))
-    except ValueError as err:
-        raise UserError(f"--regions: {text!r} is not TxP[p], e.g. 4x8 or 4x8p") from err
-    if bands < 1 or sectors < 1:
-        raise UserError(f"--regions: {text!r} needs at least one band and one sector")
-    return bands, sectors, merge
-
-
 def measure_event(
     model: torch.nn.Module,
     normaliser: Any,
@@ -91,28 +75,16 @@ def measure_event(
     overlap: float,
 ) -> dict[str, Any]:
     """Seconds (model, clustering, scoring), score and efficiencies of one event set."""
-    bands, sectors, merge = regions
-    if (bands, sectors) == (1, 1):
-        result = reconstruct(model, events, normaliser, clustering, batch_size=1)
-        labels, timings = result.labels, result.timings
-    else:
-        theta_edges = tuple(float(v) for v in np.linspace(0.0, math.pi, bands + 1))
-        decomposition = DecompositionConfig.regular(
-            theta_edges, sectors, overlap=overlap, merge=merge
-        )
-        # Region events are small: a region's clustering needs one cluster allowed.
-        region_clustering = replace(clustering, allow_single_cluster=merge == "labels")
-        result = reconstruct_by_regions(
-            model, events, normaliser, region_clustering, decomposition, batch_size=64
-        )
-        labels, timings = result.labels, result.timings
+    labels, timings = reconstruct_in_regions(
+        model, events, normaliser, clustering, regions, overlap
+    )
     start = time.perf_counter()
     metrics = score_reconstruction(events, labels)
     scoring_s = time.perf_counter() - start
     gnn = metrics["efficiencies"].get("gnn_tracking_pt0.9", {})
     return {
-        "model_s": timings.get("model_s", 0.0) + timings.get("split_s", 0.0),
-        "clustering_s": timings.get("clustering_s", 0.0) + timings.get("merge_s", 0.0),
+        "model_s": timings["model_s"],
+        "clustering_s": timings["clustering_s"],
         "scoring_s": scoring_s,
         "score": metrics["trackml_score"],
         "perfect": metrics["perfect"],

@@ -21,7 +21,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,51 @@ def reconstruct_by_regions(
         labels = cluster_events(merged, events.offsets, clustering)
         timings["clustering_s"] = time.perf_counter() - start
     return DecompositionResult(labels, split, decomposition_report(events, split), timings)
+
+
+def parse_regions(text: str) -> tuple[int, int, str]:
+    """``"4x8"`` -> (4 theta bands, 8 phi sectors, "labels"); a trailing ``p`` ("4x8p")
+    merges the predicted parameters instead and clusters whole events ("params");
+    ``"1x1"`` is the whole event. Raises UserError for anything else."""
+    merge = "params" if text.lower().endswith("p") else "labels"
+    try:
+        bands, sectors = (int(v) for v in text.lower().rstrip("p").split("x"))
+    except ValueError as err:
+        raise UserError(f"--regions: {text!r} is not TxP[p], e.g. 4x8 or 4x8p") from err
+    if bands < 1 or sectors < 1:
+        raise UserError(f"--regions: {text!r} needs at least one band and one sector")
+    return bands, sectors, merge
+
+
+def reconstruct_in_regions(
+    model: TransformerRegressor,
+    events: EventSet,
+    normaliser: Normaliser,
+    clustering: ClusteringConfig,
+    regions: tuple[int, int, str],
+    overlap: float = 0.05,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Labels [T] of ``events`` (-1: unassigned) and seconds (model_s including the
+    split, clustering_s including the merge) for ``regions`` from ``parse_regions``:
+    (1, 1, ...) runs whole events one at a time, anything else equal theta bands x phi
+    sectors with ``overlap`` rad margins."""
+    bands, sectors, merge = regions
+    if (bands, sectors) == (1, 1):
+        result = reconstruct(model, events, normaliser, clustering, 1, device)
+        return result.labels, dict(result.timings)
+    theta_edges = tuple(float(v) for v in np.linspace(0.0, math.pi, bands + 1))
+    decomposition = DecompositionConfig.regular(theta_edges, sectors, overlap=overlap, merge=merge)
+    # Region events are small: with the label merge a region may hold a single track.
+    region_clustering = replace(clustering, allow_single_cluster=merge == "labels")
+    result = reconstruct_by_regions(
+        model, events, normaliser, region_clustering, decomposition, 64, device
+    )
+    timings = result.timings
+    return result.labels, {
+        "model_s": timings.get("model_s", 0.0) + timings.get("split_s", 0.0),
+        "clustering_s": timings.get("clustering_s", 0.0) + timings.get("merge_s", 0.0),
+    }
 
 
 @dataclass

@@ -390,3 +390,51 @@ def test_train_on_true_hits_gives_the_tracker_only_target_hits(simulated_events)
     kept = tracker_hits(config, hits, torch.device("cpu"), training=True)
     assert kept.label.all() and len(kept.slot) == int(hits.label.sum())
     assert (kept.slot >= 0).all()
+
+
+def test_regressor_events_keep_the_tracker_hits_row_for_row(simulated_events):
+    from tracker.compare import regressor_events
+
+    hits = read_hit_set(str(simulated_events), TargetCuts(volumes=(7, 8, 9)), 3)
+    events = regressor_events(hits)
+    assert events.n_events == hits.n_events == 3
+    np.testing.assert_array_equal(events.offsets, hits.offsets)
+    np.testing.assert_array_equal(events.hit_id, hits.hit_id)
+    np.testing.assert_array_equal(events.inputs, hits.features[:, :3])
+    assert events.input_names == ("x", "y", "z")
+
+
+def test_score_labels_truth_is_perfect_and_nothing_scores_zero(simulated_events):
+    from tracker.compare import event_unique_track_ids, score_labels
+
+    hits = read_hit_set(str(simulated_events), TargetCuts(volumes=(7, 8, 9)), 3)
+    # Per-event labels from the truth: the same small numbers recur in every event, so a
+    # scorer that did not make them unique per event would merge tracks across events.
+    event = np.repeat(np.arange(hits.n_events), np.diff(hits.offsets))
+    truth = np.full(len(hits.hit_id), -1, dtype=np.int64)
+    for e in range(hits.n_events):
+        rows = (event == e) & (hits.particle_id != 0)
+        truth[rows] = pd.factorize(hits.particle_id[rows])[0]
+    ids = event_unique_track_ids(truth, hits.offsets)
+    assert len(np.unique(ids[ids >= 0])) == len(
+        np.unique(np.c_[event, hits.particle_id][hits.particle_id != 0], axis=0)
+    )
+    perfect = score_labels(hits, truth, eta_max=2.5)
+    assert perfect["trackml_score"] > 0.99
+    assert perfect["gnn_pt0.9_double_majority"] == 1.0
+    assert perfect["gnn_pt0.9_fake_rate"] == 0.0
+    assert not any(k.startswith(("hepattn_", "filter_")) for k in perfect)
+    nothing = score_labels(hits, np.full(len(truth), -1), eta_max=2.5)
+    assert nothing["trackml_score"] == 0.0
+    assert nothing["gnn_pt0.9_double_majority"] == 0.0
+
+
+def test_parse_regions_reads_bands_sectors_and_merge():
+    from data_processing.errors import UserError
+    from evaluation.decomposition import parse_regions
+
+    assert parse_regions("1x1") == (1, 1, "labels")
+    assert parse_regions("4x8p") == (4, 8, "params")
+    for bad in ("4by8", "0x4", "x"):
+        with pytest.raises(UserError, match="--regions"):
+            parse_regions(bad)

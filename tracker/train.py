@@ -255,11 +255,16 @@ def train(config: TrackerConfig) -> dict[str, Any]:
         kept_train = tracker_hits(config, train_hits, device, training=True)
         kept_val = tracker_hits(config, val_hits, device, training=True)
         torch.manual_seed(config.seed)
-        model = MaskFormerTracker(
-            TrackerModelConfig(
-                config.tracker_encoder(), config.n_queries, config.decoder_layers, mean, std
-            )
-        ).to(device)
+        if config.tracker_init:
+            model = load_trained(MaskFormerTracker, config.tracker_init, device).train()
+            say = print if ctx.is_main else (lambda *_: None)
+            say(f"tracker: starting from {config.tracker_init} (its sizes and statistics)")
+        else:
+            model = MaskFormerTracker(
+                TrackerModelConfig(
+                    config.tracker_encoder(), config.n_queries, config.decoder_layers, mean, std
+                )
+            ).to(device)
         losses["tracker"] = train_stage(
             config,
             "tracker",
