@@ -53,9 +53,9 @@ PUBLISHED = {"500-1000": 0.45, "2000-5000": 0.20, "full": 0.06}
 
 @dataclass(frozen=True)
 class FullEventsConfig:
-    """One run: a checkpoint, event files, the decompositions (``"TxP"``) to compare."""
+    """One run: checkpoints, event files, the decompositions (``"TxP"``) to compare."""
 
-    model: str
+    models: tuple[str, ...]
     data: tuple[str, ...]
     regions: tuple[str, ...]
     overlap: float
@@ -96,9 +96,14 @@ def measure_event(
 
 
 def run(config: FullEventsConfig) -> pd.DataFrame:
-    """One row per (file, event, decomposition)."""
+    """One row per (model, file, event, decomposition)."""
+    return pd.concat([run_model(config, name) for name in config.models], ignore_index=True)
+
+
+def run_model(config: FullEventsConfig, checkpoint: str) -> pd.DataFrame:
+    """One row per (file, event, decomposition) of one checkpoint."""
     torch.set_num_threads(1)
-    state = load_checkpoint(config.model)
+    state = load_checkpoint(checkpoint)
     model, normaliser = model_from_checkpoint(state)
     stored = state.get("clustering", {})
     clustering = ClusteringConfig(
@@ -121,6 +126,7 @@ def run(config: FullEventsConfig) -> pd.DataFrame:
                 with torch.no_grad():
                     row = measure_event(model, normaliser, one, clustering, regions, config.overlap)
                 row = {
+                    "model": Path(checkpoint).stem,
                     "file": Path(path).name,
                     "event": i,
                     "hits": one.n_hits,
@@ -145,9 +151,11 @@ def markdown(frame: pd.DataFrame, config: FullEventsConfig, command: str) -> str
     """Mean per (file, decomposition) with the paper's number beside it."""
     keys = ["hits", "particles", "score", "perfect", "double_majority", "lhc"]
     keys += ["gnn_perfect_pt09", "gnn_dm_pt09", "model_s", "clustering_s", "scoring_s"]
-    table = frame.groupby(["file", "regions"], sort=False)[keys].mean().reset_index()
-    table["events"] = frame.groupby(["file", "regions"], sort=False).size().to_numpy()
-    head = ["events file", "regions (theta x phi)", "events", "hits", "particles", "score"]
+    groups = ["model", "file", "regions"]
+    table = frame.groupby(groups, sort=False)[keys].mean().reset_index()
+    table["events"] = frame.groupby(groups, sort=False).size().to_numpy()
+    head = ["model", "events file", "regions (theta x phi)", "events", "hits", "particles"]
+    head += ["score"]
     head += ["paper (TML:200-500 model)", "perfect", "DM", "LHC", "gnn perfect pT>0.9"]
     head += ["gnn DM pT>0.9", "model s", "clustering s", "scoring s"]
     lines = [
@@ -156,29 +164,32 @@ def markdown(frame: pd.DataFrame, config: FullEventsConfig, command: str) -> str
     ]
     for r in table.itertuples():
         paper = PUBLISHED[size_class(r.particles)]
-        cells = [r.file, r.regions, f"{r.events}", f"{r.hits:,.0f}", f"{r.particles:,.0f}"]
+        cells = [r.model, r.file, r.regions, f"{r.events}", f"{r.hits:,.0f}"]
+        cells += [f"{r.particles:,.0f}"]
         cells += [f"{r.score:.4f}", f"{paper}", f"{r.perfect:.3f}", f"{r.double_majority:.3f}"]
         cells += [f"{r.lhc:.3f}", f"{r.gnn_perfect_pt09:.3f}", f"{r.gnn_dm_pt09:.3f}"]
         cells += [f"{r.model_s:.2f}", f"{r.clustering_s:.2f}", f"{r.scoring_s:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return (
-        f"Command: `{command}`\n\nModel: `{config.model}`; region overlap {config.overlap} "
+        f"Command: `{command}`\n\nModels: {', '.join(f'`{m}`' for m in config.models)}; "
+        f"region overlap {config.overlap} "
         f"rad; clustering {config.cluster_implementation}, one process; torch one thread; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n" + "\n".join(lines) + "\n"
     )
 
 
-def plot(frame: pd.DataFrame, path: str, model: str) -> None:
-    """Score against hits per event, one line per decomposition, the paper's points."""
+def plot(frame: pd.DataFrame, path: str) -> None:
+    """Score against hits per event, one line per model and decomposition, the paper's
+    points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for regions, part in frame.groupby("regions", sort=False):
+    for (model, regions), part in frame.groupby(["model", "regions"], sort=False):
         mean = part.groupby("file", sort=False)[["hits", "score"]].mean().sort_values("hits")
-        ax.plot(mean.hits, mean.score, "o-", label=f"{Path(model).stem}, regions {regions}")
+        ax.plot(mean.hits, mean.score, "o-", label=f"{model}, regions {regions}")
     paper_hits = [7_500, 35_000, 100_000]  # about 10 hits per particle; a full event
     ax.plot(paper_hits, list(PUBLISHED.values()), "k^--", label="paper, TML:200-500 model")
     ax.set_xscale("log")
@@ -198,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="TML checkpoint")
+    parser.add_argument("--model", nargs="+", required=True, help="TML checkpoints")
     parser.add_argument("--data", nargs="+", required=True, help="hit-table files of events")
     parser.add_argument("--regions", nargs="+", default=["1x1", "4x8"], help="TxP splits")
     parser.add_argument("--overlap", type=float, default=0.05, help="region margin, rad")
@@ -211,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figure", default=str(FIGURE), help="PNG of score vs size")
     args = parser.parse_args(argv)
     config = FullEventsConfig(
-        args.model,
+        tuple(args.model),
         tuple(args.data),
         tuple(args.regions),
         args.overlap,
@@ -225,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     frame = run(config)
     command = "python -m benchmarks.full_events " + " ".join(argv or sys.argv[1:])
     Path(config.out).write_text(markdown(frame, config, command))
-    plot(frame, config.figure, config.model)
+    plot(frame, config.figure)
     print(Path(config.out).read_text())
 
 

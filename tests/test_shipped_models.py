@@ -42,7 +42,7 @@ def test_manifest_and_checkpoints_match() -> None:
         assert state["data"]["split_seed"] != MANIFEST.test_seed
         # A floor that every model passes is no test: the floors are near the scores.
         # TML models (test_sets) trained on a CPU budget score lower (models/README.md).
-        assert (0.9 if model.test_sets is None else 0.5) <= model.ci_floor < 1.0
+        assert (0.9 if model.test_sets is None else 0.3) <= model.ci_floor < 1.0
 
 
 @pytest.mark.parametrize("model", MANIFEST.models, ids=lambda m: m.name)

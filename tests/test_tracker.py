@@ -290,6 +290,25 @@ def test_train_and_evaluate_commands_end_to_end(simulated_events, tmp_path, caps
         assert key in stored
     assert 0.0 <= metrics["filter_purity"] <= 1.0
     assert capsys.readouterr().out.startswith("config:")
+    # Sector training and evaluation: the same events, the metrics of the whole events.
+    sectors = [*common, "--phi_sectors", "4", "--nr_epochs", "1"]
+    assert len(train.main([*sectors, "--stage", "filter"])["filter"]) == 1
+    in_sectors = evaluate.main([*sectors, "--split", "all"])
+    assert in_sectors["n_events"] == 6
+    assert in_sectors["gnn_pt1_n_particles"] == metrics["gnn_pt1_n_particles"]
+    # --filter_init: the stored weights start the stage, with the window asked for.
+    from tracker.model import HitFilter, load_trained
+
+    start = load_trained(HitFilter, tmp_path / "f.pt")
+    widened = [*common, "--filter_model", str(tmp_path / "f2.pt"), "--filter_window", "7"]
+    widened += ["--filter_init", str(tmp_path / "f.pt"), "--nr_epochs", "1", "--stage", "filter"]
+    assert len(train.main([*widened, "--lr", "1e-9"])["filter"]) == 1
+    tuned = load_trained(HitFilter, tmp_path / "f2.pt")
+    assert tuned.config.encoder.attention_window == 7 != start.config.encoder.attention_window
+    assert tuned.config.feature_mean == start.config.feature_mean
+    # At a vanishing learning rate the weights are the stored ones (a fresh start is not).
+    for before, after in zip(start.parameters(), tuned.parameters(), strict=True):
+        torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
 
 
 def test_command_line_errors_are_one_line(tmp_path, capsys):
@@ -438,3 +457,38 @@ def test_parse_regions_reads_bands_sectors_and_merge():
     for bad in ("4by8", "0x4", "x"):
         with pytest.raises(UserError, match="--regions"):
             parse_regions(bad)
+
+
+def test_sector_split_covers_every_hit_once_at_home_and_merges_back(simulated_events):
+    from tracker.data import split_sectors
+    from tracker.evaluate import merge_sectors
+
+    hits = read_hit_set(str(simulated_events), TargetCuts(volumes=(8,), pt_min=1.0))
+    split = split_sectors(hits, n_sectors=8, overlap=0.05, min_hits=3)
+    cut = split.sectors
+    assert cut.n_events == 8 * hits.n_events
+    # Every hit is at home in exactly one sector, and the margins add hits.
+    home_rows = np.sort(split.rows[split.home])
+    np.testing.assert_array_equal(home_rows, np.arange(len(hits.slot)))
+    assert len(split.rows) > len(hits.slot)
+    # Each sector event holds hits of its own event within its widened sector only.
+    sector_event = cut.hit_event
+    np.testing.assert_array_equal(hits.hit_event[split.rows], sector_event // 8)
+    np.testing.assert_array_equal(cut.hit_id, hits.hit_id[split.rows])
+    centre = -np.pi + np.pi / 4 * (sector_event % 8 + 0.5)
+    distance = np.abs(np.angle(np.exp(1j * (cut.features[:, 5] - centre))))
+    assert distance.max() <= np.pi / 8 + 0.05 + 1e-6
+    assert (distance[split.home] <= np.pi / 8 + 1e-6).all()
+    # Slots: 0..P-1 per sector event over the targets with >= 3 hits in it.
+    for e in range(0, cut.n_events, 5):
+        slots = cut.slot[cut.offsets[e] : cut.offsets[e + 1]]
+        used, counts = np.unique(slots[slots >= 0], return_counts=True)
+        np.testing.assert_array_equal(used, np.arange(len(used)))
+        assert (counts >= 3).all()
+    # Merging: each hit takes its home sector's label; times add up per event.
+    labels = np.arange(len(split.rows)) % 7
+    result = {"track_id": labels, "kept": split.home.copy(), "hepattn": {}}
+    result |= {k: [1.0] * cut.n_events for k in ("filter_s", "tracker_s", "decode_s")}
+    merged = merge_sectors(result, split, len(hits.slot))
+    np.testing.assert_array_equal(merged["track_id"][split.rows[split.home]], labels[split.home])
+    assert merged["kept"].all() and merged["filter_s"] == [8.0] * hits.n_events

@@ -1,4 +1,4 @@
-"""Settings of the tracker family (one dataclass, its command line) and the two presets.
+"""Settings of the tracker family (one dataclass, its command line) and the three presets.
 
 ``TrackerConfig`` holds every setting of ``python -m tracker.train`` and
 ``python -m tracker.evaluate``; each field's help text is its ``--help`` line (built by
@@ -9,6 +9,10 @@ defaults of every other option from ``PRESETS``:
   from the shipped Kaggle particle table (about 1/8 of a full event: about 3,800 hits,
   about 100 target particles), small networks; sized to train on a 2-core CPU in about
   an hour;
+* ``cpu_full``: the same networks (the filter with window 256 and 11 Fourier
+  frequencies) on full simulated events cut into 8 phi sectors (``--phi_sectors``, 0.05
+  rad overlap), each one event for both networks: the cpu events' size at full-event
+  density, for full-event tracking on a CPU;
 * ``published``: hepattn's TrackML configuration (arXiv:2411.07149): pixel volumes 7, 8,
   9, pT >= 0.9 GeV, full events; hit filter 8 layers, dim 256, window 1,024; tracker 12
   encoder layers (window 512) + 8 decoder layers, dim 256, 2,100 queries; bf16, compiled.
@@ -42,7 +46,7 @@ class TrackerConfig:
     them.
     """
 
-    preset: str = option("cpu", "cpu | published: the defaults of every other option")
+    preset: str = option("cpu", "cpu | cpu_full | published: the defaults of every other option")
     stage: str = option("both", "filter | tracker | both (filter, then tracker)", choices=STAGES)
     data_dir: str = option("data/tracker_cpu", "TrackML events (eventNNNNNNNNN-*.csv.gz)")
     simulate_events: int = option(
@@ -72,6 +76,11 @@ class TrackerConfig:
         "start the tracker stage from this checkpoint's best weights and sizes (fine-tuning,"
         " e.g. on the filter's output after training on the true hits); fresh optimiser",
     )
+    filter_init: str | None = option(
+        None,
+        "start the filter stage from this checkpoint's best weights, sizes and statistics, "
+        "with --filter_window (e.g. a filter trained on sparser events); fresh optimiser",
+    )
     filter_dim: int = option(32, "hit filter width")
     filter_layers: int = option(3, "hit filter encoder layers")
     filter_heads: int = option(4, "hit filter attention heads")
@@ -79,12 +88,21 @@ class TrackerConfig:
     positional_frequencies: int = option(
         8, "Fourier features of phi and eta per hit, both networks (0: none)"
     )
+    filter_frequencies: int | None = option(
+        None, "Fourier frequencies of the hit filter alone (none: --positional_frequencies)"
+    )
     tracker_dim: int = option(64, "tracker width")
     tracker_layers: int = option(3, "tracker encoder layers")
     tracker_heads: int = option(4, "tracker attention heads")
     tracker_window: int = option(128, "tracker encoder azimuth window (hits per side; 0: full)")
     decoder_layers: int = option(3, "tracker decoder layers")
     n_queries: int = option(160, "object queries (>= target particles of any event)")
+    phi_sectors: int = option(
+        1,
+        "cut every event into this many phi sectors: the networks train on and run over "
+        "sector events (full events at the density of the sectors they were trained on)",
+    )
+    sector_overlap: float = option(0.05, "phi margin added to each sector on both sides (rad)")
     weight_object: float = option(LossWeights.object_bce, "object BCE weight (cost and loss)")
     weight_focal: float = option(LossWeights.mask_focal, "mask focal weight (cost and loss)")
     weight_dice: float = option(LossWeights.mask_dice, "mask dice weight (cost and loss)")
@@ -116,8 +134,10 @@ class TrackerConfig:
             raise UserError(
                 f"unknown --preset {self.preset!r}; use one of {tuple(PRESETS_DEFAULTS)}"
             )
-        if self.n_queries < 1 or self.min_hits < 1 or not 0 < self.filter_threshold < 1:
-            raise UserError("--n_queries, --min_hits must be >= 1 and --filter_threshold in (0, 1)")
+        if min(self.n_queries, self.min_hits, self.phi_sectors) < 1:
+            raise UserError("--n_queries, --min_hits and --phi_sectors must be >= 1")
+        if not 0 < self.filter_threshold < 1:
+            raise UserError("--filter_threshold must be in (0, 1)")
 
     @property
     def cuts(self) -> TargetCuts:
@@ -134,7 +154,11 @@ class TrackerConfig:
             self.filter_heads,
             3 * self.filter_dim,
             self.filter_window,
-            positional_frequencies=self.positional_frequencies,
+            positional_frequencies=(
+                self.positional_frequencies
+                if self.filter_frequencies is None
+                else self.filter_frequencies
+            ),
         )
 
     def tracker_encoder(self) -> EncoderSettings:
@@ -151,6 +175,25 @@ class TrackerConfig:
 # Field values of each preset that differ from the dataclass defaults (= the cpu preset).
 PRESETS_DEFAULTS: dict[str, dict] = {
     "cpu": {},
+    # The cpu networks on full events, cut into 8 phi sectors of about the cpu events'
+    # size (3,700 pixel-barrel hits, 100 targets) but at full-event hit density: a model
+    # trained on 1,500-particle events does not carry over to full events (its filter
+    # keeps 18 % pure hits there; benchmarks/results_tracker.md).
+    "cpu_full": {
+        "data_dir": "data/tracker_cpu_full",
+        "simulate_events": 30,
+        "n_particles": None,
+        "phi_sectors": 8,
+        "filter_model": "runs/tracker_cpu_full_filter.pt",
+        "tracker_model": "runs/tracker_cpu_full_maskformer.pt",
+        # At 8x the cpu events' hit density, 88 % of a target's hit pairs lie within 128
+        # phi-ordered neighbours (99.5 % within 64 in the cpu events): 256 restores most.
+        "filter_window": 256,
+        # Angles resolved to 2 pi / 1024 (6 mrad) rather than 2 pi / 128 (50 mrad): at
+        # full density about 50 other tracks lie within 50 mrad of a hit.
+        "filter_frequencies": 11,
+        "n_queries": 200,  # up to about 150 targets in a widened sector
+    },
     "published": {
         "data_dir": "data/tracker_full",
         "simulate_events": 100,

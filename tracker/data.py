@@ -189,6 +189,44 @@ def renumber_slots(event: np.ndarray, slot: np.ndarray, min_hits: int) -> np.nda
     return out
 
 
+@dataclass
+class SectorSplit:
+    """The events of a HitSet cut into azimuth sectors (``split_sectors``).
+
+    ``sectors``: one event per (event, sector), event-major, each holding the hits of its
+    sector widened by the overlap on both sides (slots renumbered over the targets with
+    ``min_hits`` hits in it); ``rows`` [R]: each sector hit's row in the original set;
+    ``home`` [R] bool: the hit lies in the sector itself, not in its overlap margin.
+    """
+
+    sectors: HitSet
+    rows: np.ndarray
+    home: np.ndarray
+    n_sectors: int
+
+
+def split_sectors(hits: HitSet, n_sectors: int, overlap: float, min_hits: int) -> SectorSplit:
+    """Cut every event of ``hits`` into ``n_sectors`` equal phi sectors, each widened by
+    ``overlap`` rad on both sides (a track crossing an edge is whole in one of them as
+    long as its phi span is below the overlap). Vectorised over hits and sectors."""
+    phi = hits.features[:, FEATURES.index("phi")].astype(np.float64)
+    width = 2 * np.pi / n_sectors
+    home_sector = np.clip(((phi + np.pi) // width).astype(np.int64), 0, n_sectors - 1)
+    centres = -np.pi + width * (np.arange(n_sectors) + 0.5)
+    distance = np.abs(np.angle(np.exp(1j * (phi[:, None] - centres[None, :]))))  # [T, S]
+    member = distance <= width / 2 + overlap
+    member[np.arange(len(phi)), home_sector] = True  # rounding at an edge: home always in
+    row, sector = np.nonzero(member)
+    event = hits.hit_event[row]
+    order = np.lexsort((row, sector, event))  # event-major, then sector, then hit order
+    row, sector, event = row[order], sector[order], event[order]
+    sizes = np.bincount(event * n_sectors + sector, minlength=hits.n_events * n_sectors)
+    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    cut = hits._take(row, offsets, np.repeat(hits.event_id, n_sectors))
+    cut.slot = renumber_slots(event * n_sectors + sector, cut.slot, min_hits)
+    return SectorSplit(cut, row, sector == home_sector[row], n_sectors)
+
+
 def event_hits(event: TrackMLEvent, cuts: TargetCuts) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One event's hits in ``cuts.volumes`` with label and slot, and its particle kinematics.
 

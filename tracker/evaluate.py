@@ -1,7 +1,9 @@
 """Evaluate the hit filter + tracker chain: ``python -m tracker.evaluate``.
 
 Per event (one at a time, so the times are per event): the filter scores every hit of
-the chosen volumes, hits with probability >= ``--filter_threshold`` go to the tracker,
+the chosen volumes, hits with probability >= ``--filter_threshold`` go to the tracker
+(with ``--phi_sectors`` S > 1 the chain runs on each of S azimuth sectors of an event,
+widened by ``--sector_overlap``, and each hit keeps its home sector's label),
 ``tracker.metrics.decode_tracks`` gives each kept hit its track (filtered-out hits are
 unassigned, label -1). Scores, side by side:
 
@@ -32,7 +34,7 @@ from evaluation.options import announce_config, check_writable_file
 from evaluation.pipeline import report_and_write
 from evaluation.scoring import score_per_event
 from tracker.config import TrackerConfig, config_from_args
-from tracker.data import HitSet, read_hit_set
+from tracker.data import HitSet, SectorSplit, read_hit_set, split_sectors
 from tracker.metrics import decode_tracks, filter_counts, hepattn_counts, hepattn_rates
 from tracker.model import HitFilter, MaskFormerTracker, load_trained
 from tracker.train import split_hit_sets
@@ -141,6 +143,24 @@ def score(hits: HitSet, result: dict[str, Any], eta_max: float) -> dict[str, Any
     return metrics
 
 
+def merge_sectors(result: dict[str, Any], split: SectorSplit, n_hits: int) -> dict[str, Any]:
+    """``reconstruct``'s result on ``split.sectors`` as a result on the original events:
+    every hit takes its home sector's track label and filter decision (track ids stay
+    unique: sector-event position * queries + query); times are summed per event.
+    hepattn's counts stay pooled over the sector events (a particle in two sectors'
+    overlap counts in both)."""
+    track_id = np.full(n_hits, -1, dtype=np.int64)
+    kept = np.zeros(n_hits, dtype=bool)
+    home_rows = split.rows[split.home]
+    track_id[home_rows] = result["track_id"][split.home]
+    kept[home_rows] = result["kept"][split.home]
+    merged = {"track_id": track_id, "kept": kept, "hepattn": result["hepattn"]}
+    for key in ("filter_s", "tracker_s", "decode_s"):
+        per_sector = np.asarray(result[key]).reshape(-1, split.n_sectors)
+        merged[key] = per_sector.sum(axis=1).tolist()
+    return merged
+
+
 def evaluate(config: TrackerConfig, hits: HitSet | None = None) -> dict[str, Any]:
     """Evaluate the checkpoints of ``config`` on ``hits`` (default: its split of data_dir)."""
     device = resolve_device(config.device)
@@ -156,7 +176,12 @@ def evaluate(config: TrackerConfig, hits: HitSet | None = None) -> dict[str, Any
             hits = parts[("train", "val", "test").index(config.split)]
     if hits.n_events == 0:
         raise UserError(f"{config.data_dir}: no events to evaluate")
-    result = reconstruct(hit_filter, tracker, hits, config.filter_threshold, device)
+    if config.phi_sectors > 1:  # the chain on each sector, the labels merged back
+        split = split_sectors(hits, config.phi_sectors, config.sector_overlap, config.min_hits)
+        result = reconstruct(hit_filter, tracker, split.sectors, config.filter_threshold, device)
+        result = merge_sectors(result, split, len(hits.slot))
+    else:
+        result = reconstruct(hit_filter, tracker, hits, config.filter_threshold, device)
     return score(hits, result, config.eta_max)
 
 

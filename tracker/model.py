@@ -20,7 +20,7 @@ are [B, Q, N].
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -304,12 +304,20 @@ Trained = TypeVar("Trained", HitFilter, MaskFormerTracker)
 
 
 def load_trained(
-    model_class: type[Trained], path: str | Path, device: torch.device | str = "cpu"
+    model_class: type[Trained],
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    attention_window: int | None = None,
 ) -> Trained:
     """The best weights of a stage checkpoint (``tracker.train``) as a ``model_class``
-    (HitFilter or MaskFormerTracker) on ``device``, in eval mode."""
+    (HitFilter or MaskFormerTracker) on ``device``, in eval mode. ``attention_window``
+    (hits per side) replaces the stored window: it holds no weights, so a model trained
+    on sparse events can start training on denser ones with a wider window."""
     state = load_checkpoint(path, device)
     config_class = FilterModelConfig if model_class is HitFilter else TrackerModelConfig
-    model = model_class(config_class.from_dict(state["model_config"]))  # type: ignore[arg-type]
+    config = config_class.from_dict(state["model_config"])
+    if attention_window is not None:
+        config.encoder = replace(config.encoder, attention_window=attention_window)
+    model = model_class(config)  # type: ignore[arg-type]
     model.load_state_dict(state["best_model_state_dict"])
     return model.to(device).eval()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,14 @@ from data_processing.errors import UserError, run_cli
 from data_processing.trackml_events import list_events
 from evaluation.options import announce_config, check_writable_file
 from tracker.config import TrackerConfig, config_from_args
-from tracker.data import TARGET_LABEL, TARGET_SLOT, HitSet, feature_statistics, read_hit_set
+from tracker.data import (
+    TARGET_LABEL,
+    TARGET_SLOT,
+    HitSet,
+    feature_statistics,
+    read_hit_set,
+    split_sectors,
+)
 from tracker.matching import LossWeights, tracker_loss
 from tracker.model import (
     FilterModelConfig,
@@ -234,12 +242,27 @@ def train(config: TrackerConfig) -> dict[str, Any]:
     if ctx.world_size > 1:
         torch.distributed.barrier()  # the other ranks read what rank 0 may have simulated
     hits = read_hit_set(str(directory), config.cuts, config.max_events)
-    train_hits, val_hits, _ = split_hit_sets(config, hits)
+    train_hits, val_hits, _ = split_hit_sets(config, hits)  # whole events, then sectors
+    if config.phi_sectors > 1:
+        cut = partial(
+            split_sectors,
+            n_sectors=config.phi_sectors,
+            overlap=config.sector_overlap,
+            min_hits=config.min_hits,
+        )
+        train_hits, val_hits = cut(train_hits).sectors, cut(val_hits).sectors
     mean, std = feature_statistics(train_hits)
     losses: dict[str, Any] = {}
     if "filter" in stages:
         torch.manual_seed(config.seed)
-        model = HitFilter(FilterModelConfig(config.filter_encoder(), mean, std)).to(device)
+        if config.filter_init:
+            model = load_trained(
+                HitFilter, config.filter_init, device, config.filter_window
+            ).train()
+            if ctx.is_main:
+                print(f"filter: starting from {config.filter_init} (window {config.filter_window})")
+        else:
+            model = HitFilter(FilterModelConfig(config.filter_encoder(), mean, std)).to(device)
         losses["filter"] = train_stage(
             config,
             "filter",
