@@ -9,10 +9,10 @@ defaults of every other option from ``PRESETS``:
   from the shipped Kaggle particle table (about 1/8 of a full event: about 3,800 hits,
   about 100 target particles), small networks; sized to train on a 2-core CPU in about
   an hour;
-* ``cpu_full``: the same networks (the filter with window 256 and 11 Fourier
-  frequencies) on full simulated events cut into 8 phi sectors (``--phi_sectors``, 0.05
-  rad overlap), each one event for both networks: the cpu events' size at full-event
-  density, for full-event tracking on a CPU;
+* ``cpu_full``: the same networks (the filter with window 256, started from the cpu
+  preset's filter with ``--filter_init``) on full simulated events cut into 8 phi sectors
+  (``--phi_sectors``, 0.05 rad overlap), each one event for both networks: the cpu
+  events' size at full-event density, for full-event tracking on a CPU;
 * ``published``: hepattn's TrackML configuration (arXiv:2411.07149): pixel volumes 7, 8,
   9, pT >= 0.9 GeV, full events; hit filter 8 layers, dim 256, window 1,024; tracker 12
   encoder layers (window 512) + 8 decoder layers, dim 256, 2,100 queries; bf16, compiled.
@@ -188,10 +188,9 @@ PRESETS_DEFAULTS: dict[str, dict] = {
         "tracker_model": "runs/tracker_cpu_full_maskformer.pt",
         # At 8x the cpu events' hit density, 88 % of a target's hit pairs lie within 128
         # phi-ordered neighbours (99.5 % within 64 in the cpu events): 256 restores most.
+        # The filter starts from the cpu preset's (--filter_init): trained from scratch at
+        # this density it stays near a constant's loss for 20 epochs (1 hour; README).
         "filter_window": 256,
-        # Angles resolved to 2 pi / 1024 (6 mrad) rather than 2 pi / 128 (50 mrad): at
-        # full density about 50 other tracks lie within 50 mrad of a hit.
-        "filter_frequencies": 11,
         "n_queries": 200,  # up to about 150 targets in a widened sector
     },
     "published": {
