@@ -325,6 +325,23 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
             ["--data_dir", str(tmp_path / "none"), "--simulate_events", "0", "--no-progress"],
         )
     assert "no TrackML events" in capsys.readouterr().err
+    # A missing start checkpoint is named before any event is read or simulated.
+    for flag in ("--filter_init", "--tracker_init"):
+        with pytest.raises(SystemExit):
+            run_cli(
+                train.main,
+                [
+                    "--data_dir",
+                    str(tmp_path / "none"),
+                    flag,
+                    str(tmp_path / "x.pt"),
+                    "--no-progress",
+                ],
+            )
+        assert (
+            capsys.readouterr().err.strip()
+            == f"error: {flag}: checkpoint not found: {tmp_path / 'x.pt'}"
+        )
 
 
 @pytest.mark.parametrize("n_hits", [9, 14, 40, 101])

@@ -228,14 +228,26 @@ def train_stage(
     return run.val_losses
 
 
-def train(config: TrackerConfig) -> dict[str, Any]:
-    """Run the stages ``config.stage`` asks for; returns the validation losses per stage."""
-    stages = ("filter", "tracker") if config.stage == "both" else (config.stage,)
+def check_paths(config: TrackerConfig, stages: tuple[str, ...]) -> None:
+    """Refuse, before any event is read, checkpoints that cannot be written or started
+    from (a UserError naming the option)."""
     for stage in stages:
         if stage == "filter" or not (config.ideal_filter or config.train_on_true_hits):
             check_writable_file(config.filter_model, "--filter_model")
         if stage == "tracker":
             check_writable_file(config.tracker_model, "--tracker_model")
+    for flag, start in (
+        ("--filter_init", config.filter_init),
+        ("--tracker_init", config.tracker_init),
+    ):
+        if start and not Path(start).is_file():
+            raise UserError(f"{flag}: checkpoint not found: {start}")
+
+
+def train(config: TrackerConfig) -> dict[str, Any]:
+    """Run the stages ``config.stage`` asks for; returns the validation losses per stage."""
+    stages = ("filter", "tracker") if config.stage == "both" else (config.stage,)
+    check_paths(config, stages)
     ctx = init_distributed(config.device)
     device = resolve_device(config.device, ctx.local_rank)
     directory = ensure_events(config) if ctx.is_main else Path(config.data_dir)
