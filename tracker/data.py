@@ -213,7 +213,8 @@ def split_sectors(hits: HitSet, n_sectors: int, overlap: float, min_hits: int) -
     width = 2 * np.pi / n_sectors
     home_sector = np.clip(((phi + np.pi) // width).astype(np.int64), 0, n_sectors - 1)
     centres = -np.pi + width * (np.arange(n_sectors) + 0.5)
-    distance = np.abs(np.angle(np.exp(1j * (phi[:, None] - centres[None, :]))))  # [T, S]
+    # [T, S] azimuth distance to each sector centre, wrapped into [0, pi].
+    distance = np.abs((phi[:, None] - centres[None, :] + np.pi) % (2 * np.pi) - np.pi)
     member = distance <= width / 2 + overlap
     member[np.arange(len(phi)), home_sector] = True  # rounding at an edge: home always in
     row, sector = np.nonzero(member)
