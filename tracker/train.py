@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +248,7 @@ def train(config: TrackerConfig) -> dict[str, Any]:
     stages = ("filter", "tracker") if config.stage == "both" else (config.stage,)
     check_paths(config, stages)
     ctx = init_distributed(config.device)
+    say = print if ctx.is_main else (lambda *_: None)
     device = resolve_device(config.device, ctx.local_rank)
     directory = ensure_events(config) if ctx.is_main else Path(config.data_dir)
     if ctx.world_size > 1:
@@ -256,13 +256,10 @@ def train(config: TrackerConfig) -> dict[str, Any]:
     hits = read_hit_set(str(directory), config.cuts, config.max_events)
     train_hits, val_hits, _ = split_hit_sets(config, hits)  # whole events, then sectors
     if config.phi_sectors > 1:
-        cut = partial(
-            split_sectors,
-            n_sectors=config.phi_sectors,
-            overlap=config.sector_overlap,
-            min_hits=config.min_hits,
+        train_hits, val_hits = (
+            split_sectors(part, config.phi_sectors, config.sector_overlap, config.min_hits).sectors
+            for part in (train_hits, val_hits)
         )
-        train_hits, val_hits = cut(train_hits).sectors, cut(val_hits).sectors
     mean, std = feature_statistics(train_hits)
     losses: dict[str, Any] = {}
     if "filter" in stages:
@@ -271,8 +268,7 @@ def train(config: TrackerConfig) -> dict[str, Any]:
             model = load_trained(
                 HitFilter, config.filter_init, device, config.filter_window
             ).train()
-            if ctx.is_main:
-                print(f"filter: starting from {config.filter_init} (window {config.filter_window})")
+            say(f"filter: starting from {config.filter_init} (window {config.filter_window})")
         else:
             model = HitFilter(FilterModelConfig(config.filter_encoder(), mean, std)).to(device)
         losses["filter"] = train_stage(
@@ -292,7 +288,6 @@ def train(config: TrackerConfig) -> dict[str, Any]:
         torch.manual_seed(config.seed)
         if config.tracker_init:
             model = load_trained(MaskFormerTracker, config.tracker_init, device).train()
-            say = print if ctx.is_main else (lambda *_: None)
             say(f"tracker: starting from {config.tracker_init} (its sizes and statistics)")
         else:
             model = MaskFormerTracker(
