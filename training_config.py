@@ -4,7 +4,8 @@
 (``evaluation.options.add_dataclass_arguments`` builds the parser from the fields, so a
 setting and its option cannot drift apart). ``config_from_args`` parses a command line;
 with ``--resume`` the options not given take the values stored in the checkpoint, so
-``python training.py --resume --model_name X`` alone continues run X.
+``python training.py --resume --model_name X`` alone continues run X; with
+``--init_weights Y`` the model options not given take Y's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from data_processing.data_types import DATA_TYPES
 from data_processing.errors import UserError
@@ -24,6 +26,7 @@ from evaluation.options import (
 )
 from network_options import (
     ATTENTION_BACKENDS,
+    CLI_NAMES,
     FEEDFORWARDS,
     FLASH_KERNELS,
     NORM_PLACEMENTS,
@@ -61,6 +64,11 @@ class TrainConfig:
     device: str = option("auto", "auto (CUDA if present) | cpu | cuda")
     resume: bool = option(
         False, "continue --model_name with the data and model options stored in it"
+    )
+    init_weights: str | None = option(
+        None,
+        "start from this checkpoint's weights and normaliser (e.g. a shipped model) with a "
+        "new optimizer and schedule; model options not given are its own",
     )
     nr_enc_layers: int = option(ModelConfig.n_layers, "encoder layers")
     embedding_size: int = option(ModelConfig.d_model, "model width d_model")
@@ -189,24 +197,37 @@ RESUME_OWN_OPTIONS = (
 
 def config_from_args(argv: list[str] | None, defaults: TrainConfig | None = None) -> TrainConfig:
     """The TrainConfig of a command line. With ``--resume`` and an existing checkpoint,
-    options not given take the values stored in it (see ``RESUME_OWN_OPTIONS``)."""
+    options not given take the values stored in it (see ``RESUME_OWN_OPTIONS``); with
+    ``--init_weights`` (and no run to resume) the model options not given take that
+    checkpoint's."""
     defaults = defaults or TrainConfig()
     config = config_from_namespace(TrainConfig, build_arg_parser(defaults).parse_args(argv))
     checkpoint_path = Path(config.model_name)
-    if not (config.resume and checkpoint_path.is_file()):
-        return config
-    from checkpoint import load_checkpoint  # lazy: it imports torch, --help must not
-
-    stored = load_checkpoint(checkpoint_path).get("train_config") or {}
     known = {f.name for f in fields(TrainConfig)}
+    if config.resume and checkpoint_path.is_file():
+        from checkpoint import load_checkpoint  # lazy: it imports torch, --help must not
+
+        stored = load_checkpoint(checkpoint_path).get("train_config") or {}
+        stored = {k: v for k, v in stored.items() if k not in RESUME_OWN_OPTIONS}
+    elif config.init_weights and Path(config.init_weights).is_file():
+        from checkpoint import load_checkpoint
+
+        stored = model_options(load_checkpoint(config.init_weights).get("model_config") or {})
+    else:
+        return config
     stored_defaults = TrainConfig(
-        **{
-            **asdict(defaults),
-            **{k: v for k, v in stored.items() if k in known and k not in RESUME_OWN_OPTIONS},
-        }
+        **{**asdict(defaults), **{k: v for k, v in stored.items() if k in known}}
     )
     args = build_arg_parser(stored_defaults).parse_args(argv)
     return config_from_namespace(TrainConfig, args)
+
+
+def model_options(model_config: dict[str, Any]) -> dict[str, Any]:
+    """The training options (by CLI name) that build a checkpoint's ``model_config``,
+    without the run-time choices (attention backend and kernel) a run makes itself."""
+    cli_name = {field: cli for cli, field in CLI_NAMES.items()}
+    run_time = ("attention", "flash_kernel", "attention_dropout")
+    return {cli_name.get(k, k): v for k, v in model_config.items() if k not in run_time}
 
 
 def build_arg_parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:

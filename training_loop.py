@@ -45,9 +45,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import save_checkpoint
 from data_processing.batching import BatchPlan, DeviceEvents, batch_event_indices
-from data_processing.data_files import DataSource, default_data_path, ensure_data
+from data_processing.data_files import DataSource, ensure_data
 from data_processing.dataset import (
     SPLIT_FRACTIONS,
     EventSet,
@@ -59,6 +59,7 @@ from data_processing.errors import UserError
 from evaluation.options import check_writable_file
 from model import ModelConfig, TransformerRegressor
 from training_config import TrainConfig, validate_config
+from training_start import InitialWeights, initial_weights, resume_state
 from training_steps import (
     DistributedContext,
     LossFn,
@@ -135,58 +136,6 @@ def prepare_data(config: TrainConfig) -> tuple[Path, EventSet, tuple[np.ndarray,
     path = ensure_data(DataSource.of(config))
     events = load_events(path, config.data_type, config.max_nr_hits)
     return path, events, split_events(events.n_events, SPLIT_FRACTIONS, config.seed)
-
-
-# Model-config fields a resumed run may change: run-time choices and data statistics.
-RESUME_FREE_MODEL_FIELDS = ("attention", "flash_kernel", "attention_dropout", "xy_mean_std")
-
-
-def check_resumable(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    """Refuse to resume ``state`` under settings that change the data, split or model.
-
-    Compares what the settings determine, not how they were spelled: the data file (the
-    generated set's name, or the resolved path of a given file), its type, the split
-    seed, the hit cap and the model that ``config`` would build. A different seed or
-    data set would put the checkpoint's test events into training and mix validation
-    losses of two splits; model options would be silently ignored. Runs before any data
-    is generated or read.
-    """
-    if state.get("inference_only"):
-        raise UserError(
-            f"{path}: an inference-only (shipped) checkpoint holds no optimizer "
-            "state and cannot be resumed; train to a new --model_name"
-        )
-    stored_data = state["data"]
-    stored_file = Path(stored_data["path"])
-    if config.data_path is None:
-        # A generated set: its name holds every setting that made it, and the cache may
-        # sit elsewhere on another machine.
-        same_file = default_data_path(DataSource.of(config)).name == stored_file.name
-    else:
-        same_file = Path(config.data_path).resolve() == stored_file.resolve()
-    differing = [] if same_file else [f"data file {stored_file.name!r} in the checkpoint"]
-    for name, now in (
-        ("data_type", config.data_type),
-        ("split_seed", config.seed),
-        ("max_nr_hits", config.max_nr_hits),
-    ):
-        if name in stored_data and stored_data[name] != now:
-            differing.append(f"{name} {stored_data[name]!r} in the checkpoint, {now!r} now")
-    stored_model = state["model_config"]
-    model_now = config.model_config(stored_model["in_dim"], stored_model["out_dim"]).to_dict()
-    differing += [
-        f"model {name} {stored_model[name]!r} in the checkpoint, {model_now[name]!r} now"
-        for name in model_now
-        if name not in RESUME_FREE_MODEL_FIELDS
-        and name in stored_model
-        and stored_model[name] != model_now[name]
-    ]
-    if differing:
-        raise UserError(
-            f"{path}: cannot resume with other data or model settings ("
-            + "; ".join(differing)
-            + "); use the checkpoint's settings or train to a new --model_name"
-        )
 
 
 def out_of_training_time(config: TrainConfig, seconds: float) -> bool:
@@ -281,29 +230,19 @@ class RunState:
         }
 
 
-def _resume_state(
-    config: TrainConfig, checkpoint_path: Path, say: Callable[..., None]
-) -> dict[str, Any] | None:
-    """The checkpoint to continue (checked against ``config``), or None to start afresh."""
-    state = load_checkpoint(checkpoint_path) if config.resume and checkpoint_path.exists() else None
-    if config.resume and state is None:
-        say(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch")
-    if not config.resume and checkpoint_path.exists():
-        say(f"{checkpoint_path} exists and will be overwritten (--resume continues it)")
-    if state is not None:
-        check_resumable(state, config, checkpoint_path)
-    return state
-
-
 def _new_run(
     config: TrainConfig,
     state: dict[str, Any] | None,
     events: EventSet,
     train_idx: np.ndarray,
     device: torch.device,
+    init: InitialWeights | None = None,
 ) -> RunState:
-    """The model, normaliser and optimizer of a new run, or of ``state`` restored."""
-    if state is None:
+    """The model, normaliser and optimizer of a new run (from ``init`` when given), or of
+    ``state`` restored."""
+    if state is None and init is not None:
+        normaliser, model_config = init.normaliser, init.model_config
+    elif state is None:
         normaliser = Normaliser.fit(events.subset(train_idx))
         model_config = config.model_config(
             len(events.input_names), len(events.target_names), xy_mean_std(events, normaliser)
@@ -322,6 +261,8 @@ def _new_run(
         )
     torch.manual_seed(config.seed)
     model = TransformerRegressor(model_config).to(device)
+    if state is None and init is not None:
+        model.load_state_dict(init.state_dict)
     return start_run(model, model_config, normaliser, config, state, device)
 
 
@@ -488,11 +429,14 @@ def _train_loop(
     device = resolve_device(config.device, ctx.local_rank)
     say = print if ctx.is_main else (lambda *args, **kwargs: None)
     checkpoint_path = Path(config.model_name)
-    state = _resume_state(config, checkpoint_path, say)
+    state = resume_state(config, checkpoint_path, say)
+    init = initial_weights(config) if state is None else None
     path, events, (train_idx, val_idx, test_idx) = prepare_data(config)
-    run = _new_run(config, state, events, train_idx, device)
+    run = _new_run(config, state, events, train_idx, device, init)
     if state is not None:
         say(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
+    if init is not None:
+        say(f"starting from the weights of {init.path} (new optimizer and schedule)")
     say(
         f"data: {path} ({events.n_events} events, {events.n_hits} hits; "
         f"train/val/test {len(train_idx)}/{len(val_idx)}/{len(test_idx)}); "

@@ -16,6 +16,7 @@ import torch
 import training
 import training_config
 import training_loop
+import training_start
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from data_processing.errors import UserError, run_cli
 from data_processing.redvid import SimulationConfig, generate_dataset
@@ -93,10 +94,48 @@ def test_resume_goes_on_after_a_time_limit_but_not_with_other_data(
     # Settings spelled differently that build the same model and data are accepted.
     state = load_checkpoint(path)
     same = _config(linear_file, path, nr_epochs=4, resume=True, norm="post", attention="math")
-    training_loop.check_resumable(state, same, path)
+    training_start.check_resumable(state, same, path)
     pre = {"norm": "pre", "norm_first": True}  # as a pre-norm run stores them
     pre_state = {**state, "model_config": {**state["model_config"], **pre}}
-    training_loop.check_resumable(pre_state, _config(linear_file, path, norm_first=True), path)
+    training_start.check_resumable(pre_state, _config(linear_file, path, norm_first=True), path)
+
+
+def test_init_weights_starts_from_a_checkpoint_with_its_normaliser(
+    linear_file: Path, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.pt"
+    training_loop.train(_config(linear_file, first, nr_epochs=2))
+    stored = load_checkpoint(first)
+    # Fine-tuning on other events at a vanishing rate: the run holds the stored weights
+    # and normaliser (not one fitted to the new events), and counts its own epochs.
+    other = tmp_path / "lin3_other.csv"
+    generate_dataset(
+        SimulationConfig(n_events=300, tracks="3", track_type="linear", seed=12),
+        other,
+        progress=False,
+    )
+    tuned = tmp_path / "tuned.pt"
+    config = _config(other, tuned, nr_epochs=1, lr=1e-12, init_weights=str(first))
+    result = training_loop.train(config)
+    state = load_checkpoint(tuned)
+    assert state["epoch"] == 0 and len(result.val_losses) == 1
+    assert state["normaliser"] == stored["normaliser"]
+    for name, weight in stored["best_model_state_dict"].items():
+        torch.testing.assert_close(state["model_state_dict"][name], weight, atol=1e-6, rtol=0)
+    # The first run's best weights on the new events: the same validation loss, which a
+    # fresh model (or a refitted normaliser) would not give.
+    fresh = training_loop.train(_config(other, tmp_path / "fresh.pt", nr_epochs=1, lr=1e-12))
+    assert result.val_losses[0] < fresh.val_losses[0] - 0.1
+    # On the command line the model options not given are the checkpoint's.
+    argv = ["--init_weights", str(first), "--data_path", str(other), "--model_name", str(tuned)]
+    parsed = training_config.config_from_args(argv)
+    assert (parsed.embedding_size, parsed.hidden_dim, parsed.nr_enc_layers) == (16, 32, 2)
+    assert training_config.config_from_args([*argv, "--embedding_size", "32"]).embedding_size == 32
+    # Other model options are refused, not ignored; so is a missing file.
+    with pytest.raises(UserError, match="model d_model 16 in the checkpoint, 32 now"):
+        training_loop.train(replace(config, embedding_size=32))
+    with pytest.raises(UserError, match="no such checkpoint"):
+        training_loop.train(replace(config, init_weights=str(tmp_path / "missing.pt")))
 
 
 def test_checkpoint_round_trip_and_atomic_write(linear_file: Path, tmp_path: Path) -> None:
