@@ -31,6 +31,7 @@ FLOORS = {
     "training_config": 3,
     "training_steps": 3,
     "training_loop": 3,
+    "training_start": 3,
     "refiner": 3,
     "tracker": 3,
     "maskformer": 3,
