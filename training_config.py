@@ -34,6 +34,9 @@ from network_options import (
     check_attention,
 )
 
+# Model options a run chooses for itself (how attention is computed), never taken from a
+# checkpoint it resumes or starts from.
+RUN_TIME_MODEL_FIELDS = ("attention", "flash_kernel", "attention_dropout")
 LR_SCALINGS = ("sqrt", "linear", "none")
 LR_SCHEDULES = ("constant", "cosine")
 # --precision: the autocast dtype (training_steps.PRECISIONS maps each to its torch dtype).
@@ -226,8 +229,9 @@ def model_options(model_config: dict[str, Any]) -> dict[str, Any]:
     """The training options (by CLI name) that build a checkpoint's ``model_config``,
     without the run-time choices (attention backend and kernel) a run makes itself."""
     cli_name = {field: cli for cli, field in CLI_NAMES.items()}
-    run_time = ("attention", "flash_kernel", "attention_dropout")
-    return {cli_name.get(k, k): v for k, v in model_config.items() if k not in run_time}
+    return {
+        cli_name.get(k, k): v for k, v in model_config.items() if k not in RUN_TIME_MODEL_FIELDS
+    }
 
 
 def build_arg_parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:

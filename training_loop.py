@@ -59,7 +59,7 @@ from data_processing.errors import UserError
 from evaluation.options import check_writable_file
 from model import ModelConfig, TransformerRegressor
 from training_config import TrainConfig, validate_config
-from training_start import InitialWeights, initial_weights, resume_state
+from training_start import InitialWeights, initial_weights, resume_state, stored_model_config
 from training_steps import (
     DistributedContext,
     LossFn,
@@ -249,16 +249,7 @@ def _new_run(
         )
     else:
         normaliser = Normaliser.from_dict(state["normaliser"])
-        # How attention is computed (backend, kernel, attention-weight dropout) is a
-        # training-time choice, not the weights: a resumed run may switch it.
-        model_config = ModelConfig.from_dict(
-            {
-                **state["model_config"],
-                "attention": config.attention,
-                "flash_kernel": config.flash_kernel,
-                "attention_dropout": config.attention_dropout,
-            }
-        )
+        model_config = stored_model_config(state["model_config"], config)
     torch.manual_seed(config.seed)
     model = TransformerRegressor(model_config).to(device)
     if state is None and init is not None:

@@ -26,10 +26,18 @@ from data_processing.data_files import DataSource, default_data_path
 from data_processing.dataset import Normaliser
 from data_processing.errors import UserError
 from model import ModelConfig
-from training_config import TrainConfig
+from training_config import RUN_TIME_MODEL_FIELDS, TrainConfig
 
 # Model-config fields a resumed run may change: run-time choices and data statistics.
-RESUME_FREE_MODEL_FIELDS = ("attention", "flash_kernel", "attention_dropout", "xy_mean_std")
+RESUME_FREE_MODEL_FIELDS = (*RUN_TIME_MODEL_FIELDS, "xy_mean_std")
+
+
+def stored_model_config(stored_model: dict[str, Any], config: TrainConfig) -> ModelConfig:
+    """A checkpoint's model with this run's attention choices: how attention is computed
+    (backend, kernel, attention-weight dropout) is a training-time choice, not the weights."""
+    return ModelConfig.from_dict(
+        {**stored_model, **{name: getattr(config, name) for name in RUN_TIME_MODEL_FIELDS}}
+    )
 
 
 def model_differences(stored_model: dict[str, Any], config: TrainConfig) -> list[str]:
@@ -124,6 +132,10 @@ def initial_weights(config: TrainConfig) -> InitialWeights | None:
     if not path.is_file():
         raise UserError(f"--init_weights {path}: no such checkpoint")
     state = load_checkpoint(path)
+    if not state.get("normaliser") or not {"in_dim", "out_dim"} <= set(
+        state.get("model_config") or {}
+    ):
+        raise UserError(f"--init_weights {path}: not a TransformerRegressor checkpoint")
     differing = model_differences(state["model_config"], config)
     if differing:
         raise UserError(
@@ -131,13 +143,9 @@ def initial_weights(config: TrainConfig) -> InitialWeights | None:
             + "; ".join(differing)
             + "); give the checkpoint's model options"
         )
-    model_config = ModelConfig.from_dict(
-        {
-            **state["model_config"],
-            "attention": config.attention,
-            "flash_kernel": config.flash_kernel,
-            "attention_dropout": config.attention_dropout,
-        }
+    return InitialWeights(
+        path,
+        stored_model_config(state["model_config"], config),
+        Normaliser.from_dict(state["normaliser"]),
+        state["best_model_state_dict"],  # a key every checkpoint has (load_checkpoint)
     )
-    weights = state.get("best_model_state_dict") or state["model_state_dict"]
-    return InitialWeights(path, model_config, Normaliser.from_dict(state["normaliser"]), weights)

@@ -136,6 +136,10 @@ def test_init_weights_starts_from_a_checkpoint_with_its_normaliser(
         training_loop.train(replace(config, embedding_size=32))
     with pytest.raises(UserError, match="no such checkpoint"):
         training_loop.train(replace(config, init_weights=str(tmp_path / "missing.pt")))
+    other_family = tmp_path / "other_family.pt"  # e.g. a tracker's: no input normaliser
+    save_checkpoint({**stored, "normaliser": None}, other_family)
+    with pytest.raises(UserError, match="not a TransformerRegressor checkpoint"):
+        training_loop.train(replace(config, init_weights=str(other_family)))
 
 
 def test_checkpoint_round_trip_and_atomic_write(linear_file: Path, tmp_path: Path) -> None:
