@@ -18,13 +18,16 @@
 #   (the same two sets as the manifest's "test_sets", which evaluation.shipped_models and
 #   evaluation/test.py build themselves through evaluation/tml_test_sets.py)
 #
-# Budgets: DEVICE=cpu (default) trains with --threads 1, one epoch and then one resumed
-# epoch (tml_10-50: 1,284 + 618 s on the shared 2-core machine), then fine-tunes
-# tml_10-50 for 5 epochs on 60,000 new sub-events (4,963 s) and tml_50-100 from that
-# model for 2 epochs on 19,200 (see models/README.md); DEVICE=cuda uses FlashAttention in bf16 with
-# torch.compile, as the REDVID models of models/train_models.sh, for GPU_MINUTES each
-# (not run: no GPU was lent to this work). The CPU tml_200-500 is the d32 size of the two
-# smaller models (the published 7 layers, d_model 128 is the cuda recipe's).
+# Budgets: DEVICE=cpu (default) trains with --threads 1. tml_10-50: one epoch and then
+# one resumed epoch (1,284 + 618 s on the shared 2-core machine), then a fine-tuning
+# stage of 5 epochs on 60,000 new sub-events (4,963 s); tml_50-100: two fine-tuning
+# stages of 2 epochs on 19,200 new sub-events each (seeds 2 and 3; 3,162 and 3,227 s),
+# the first from the fine-tuned tml_10-50; tml_200-500: one stage from tml_50-100's
+# seed-2 stage, the first epoch of 2 over 3,360 training sub-events of 200-500 particles
+# (see models/README.md); DEVICE=cuda uses FlashAttention in bf16 with torch.compile, as
+# the REDVID models of models/train_models.sh, for GPU_MINUTES each (not run: no GPU was
+# lent to this work). The CPU tml_200-500 is the d32 size of the two smaller models (the
+# published 7 layers, d_model 128 is the cuda recipe's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -75,15 +78,22 @@ else
   declare -A MINUTES=([10-50]=25 [50-100]=20 [200-500]=30)
   declare -A BUDGET=([10-50]=4096 [50-100]=8192 [200-500]=16384)
   declare -A EPOCHS=([10-50]=1 [50-100]=1 [200-500]=1)
-  # The fine-tuning run (not run for the CPU tml_200-500): sub-events per training event,
-  # epochs and the time budget in minutes.
-  declare -A TUNE_PER_EVENT=([10-50]=2500 [50-100]=800)
-  declare -A TUNE_EPOCHS=([10-50]=5 [50-100]=2)
-  declare -A TUNE_MINUTES=([10-50]=80 [50-100]=50)
-  # tml_50-100 is fine-tuned from the fine-tuned tml_10-50 (same model, same targets):
-  # from its own two-epoch weights, one more epoch left the plateau no better (val MSE
-  # 0.329 after it; 0.113 from the tml_10-50 weights).
-  declare -A TUNE_FROM=([50-100]=runs/shipped/tml_10-50_tuned.pt)
+  # The fine-tuning stages: one per seed of TUNE_SEEDS, each a new draw of sub-events
+  # (TUNE_PER_EVENT per training event) and a new cosine schedule of TUNE_EPOCHS epochs
+  # from the previous stage's weights, stopped after the epoch that crosses TUNE_MINUTES.
+  declare -A TUNE_SEEDS=([10-50]="2" [50-100]="2 3" [200-500]="2")
+  declare -A TUNE_PER_EVENT=([10-50]=2500 [50-100]=800 [200-500]=200)
+  declare -A TUNE_EPOCHS=([10-50]=5 [50-100]=2 [200-500]=2)
+  declare -A TUNE_MINUTES=([10-50]=80 [50-100]=50 [200-500]=1)
+  # tml_50-100 starts from the fine-tuned tml_10-50 (same model, same targets): from its
+  # own two-epoch weights, one more epoch left the plateau no better (val MSE 0.329 after
+  # it; 0.113 from the tml_10-50 weights). tml_200-500 starts from tml_50-100's seed-2
+  # stage (the shipped tml_50-100 when it was trained); its stage stops after the first
+  # of its two cosine epochs (about 70 minutes on one thread beside another run):
+  # `python training.py --model_name runs/shipped/tml_200-500_tuned_seed2.pt --resume
+  # --nr_epochs 2 --threads 1` runs the second.
+  declare -A TUNE_FROM=([50-100]=runs/shipped/tml_10-50_final.pt
+    [200-500]=runs/shipped/tml_50-100_tuned_seed2.pt)
 fi
 COMMON+=(--data_type trackml --norm hybrid --feedforward swiglu
   --lr_schedule cosine --early_stop 100 --seed 0 --no-evaluate)
@@ -121,21 +131,25 @@ for name in "${NAMES[@]}"; do
     fi
   fi
   final=$init
-  if [ "$DEVICE" = cpu ] && [ -n "${TUNE_EPOCHS[$range]:-}" ]; then
-    # Then a longer fine-tuning run from those weights on a second, larger draw of
-    # sub-events (seed 2) with a new schedule (--init_weights: the model options are the
-    # checkpoint's): the loss leaves its plateau (per-hit estimates, charge not learned)
-    # only after a few more epochs.
-    tune_data="$OUT/train_${range}_seed2.parquet"
+  for seed in ${TUNE_SEEDS[$range]:-}; do
+    [ "$DEVICE" = cpu ] || break
+    # A fine-tuning stage from the last weights on a new, larger draw of sub-events with
+    # a new schedule (--init_weights: the model options are the checkpoint's): the loss
+    # leaves its plateau (per-hit estimates, charge not learned) only after a few more
+    # epochs.
+    tune_data="$OUT/train_${range}_seed$seed.parquet"
     [ -f "$tune_data" ] || $PY -m data_processing.trackml_data "$OUT/sim_train" \
-      --particles "$range" --sub_events "${TUNE_PER_EVENT[$range]}" --seed 2 --out "$tune_data"
-    final="runs/shipped/${name}_tuned.pt"
-    $PY training.py --init_weights "$init" --data_path "$tune_data" \
+      --particles "$range" --sub_events "${TUNE_PER_EVENT[$range]}" --seed "$seed" \
+      --out "$tune_data"
+    stage="runs/shipped/${name}_tuned_seed$seed.pt"
+    $PY training.py --init_weights "$final" --data_path "$tune_data" \
       --data_type trackml --tracks "$range" --max_nr_hits "${MAX_HITS[$range]}" \
       --hits_per_batch "${BUDGET[$range]}" --nr_epochs "${TUNE_EPOCHS[$range]}" \
       --max_minutes "${TUNE_MINUTES[$range]}" --attention flash --device cpu --threads 1 \
       --lr_schedule cosine --warmup_epochs 0.05 --early_stop 100 --seed 0 --no-evaluate \
-      --no-progress --model_name "$final"
-  fi
+      --no-progress --model_name "$stage"
+    final=$stage
+  done
+  if [ "$DEVICE" = cpu ]; then cp "$final" "runs/shipped/${name}_final.pt"; fi
   $PY -m evaluation.shipped_models --package "$final" --name "$name"
 done
