@@ -22,9 +22,7 @@
 # one resumed epoch (1,284 + 618 s on the shared 2-core machine), then a fine-tuning
 # stage of 5 epochs on 60,000 new sub-events (4,963 s); tml_50-100: two fine-tuning
 # stages of 2 epochs on 19,200 new sub-events each (seeds 2 and 3; 3,162 and 3,227 s),
-# the first from the fine-tuned tml_10-50; tml_200-500: one stage from tml_50-100's
-# seed-2 stage, the first epoch of 2 over 3,360 training sub-events of 200-500 particles
-# (see models/README.md); DEVICE=cuda uses FlashAttention in bf16 with torch.compile, as
+# the first from the fine-tuned tml_10-50 (see models/README.md); DEVICE=cuda uses FlashAttention in bf16 with torch.compile, as
 # the REDVID models of models/train_models.sh, for GPU_MINUTES each (not run: no GPU was
 # lent to this work). The CPU tml_200-500 is the d32 size of the two smaller models (the
 # published 7 layers, d_model 128 is the cuda recipe's).
@@ -81,19 +79,16 @@ else
   # The fine-tuning stages: one per seed of TUNE_SEEDS, each a new draw of sub-events
   # (TUNE_PER_EVENT per training event) and a new cosine schedule of TUNE_EPOCHS epochs
   # from the previous stage's weights, stopped after the epoch that crosses TUNE_MINUTES.
-  declare -A TUNE_SEEDS=([10-50]="2" [50-100]="2 3" [200-500]="2")
-  declare -A TUNE_PER_EVENT=([10-50]=2500 [50-100]=800 [200-500]=200)
-  declare -A TUNE_EPOCHS=([10-50]=5 [50-100]=2 [200-500]=2)
-  declare -A TUNE_MINUTES=([10-50]=80 [50-100]=50 [200-500]=1)
+  declare -A TUNE_SEEDS=([10-50]="2" [50-100]="2 3")
+  declare -A TUNE_PER_EVENT=([10-50]=2500 [50-100]=800)
+  declare -A TUNE_EPOCHS=([10-50]=5 [50-100]=2)
+  declare -A TUNE_MINUTES=([10-50]=80 [50-100]=50)
   # tml_50-100 starts from the fine-tuned tml_10-50 (same model, same targets): from its
   # own two-epoch weights, one more epoch left the plateau no better (val MSE 0.329 after
-  # it; 0.113 from the tml_10-50 weights). tml_200-500 starts from tml_50-100's seed-2
-  # stage (the shipped tml_50-100 when it was trained); its stage stops after the first
-  # of its two cosine epochs (about 70 minutes on one thread beside another run):
-  # `python training.py --model_name runs/shipped/tml_200-500_tuned_seed2.pt --resume
-  # --nr_epochs 2 --threads 1` runs the second.
-  declare -A TUNE_FROM=([50-100]=runs/shipped/tml_10-50_final.pt
-    [200-500]=runs/shipped/tml_50-100_tuned_seed2.pt)
+  # it; 0.113 from the tml_10-50 weights). The CPU tml_200-500 has no fine-tuning stage:
+  # one epoch over 3,360 new sub-events of 200-500 particles from tml_50-100's weights
+  # did not end within 110 minutes on one thread (models/README.md).
+  declare -A TUNE_FROM=([50-100]=runs/shipped/tml_10-50_final.pt)
 fi
 COMMON+=(--data_type trackml --norm hybrid --feedforward swiglu
   --lr_schedule cosine --early_stop 100 --seed 0 --no-evaluate)
