@@ -22,10 +22,11 @@
 # one resumed epoch (1,284 + 618 s on the shared 2-core machine), then a fine-tuning
 # stage of 5 epochs on 60,000 new sub-events (4,963 s); tml_50-100: two fine-tuning
 # stages of 2 epochs on 19,200 new sub-events each (seeds 2 and 3; 3,162 and 3,227 s),
-# the first from the fine-tuned tml_10-50 (see models/README.md); DEVICE=cuda uses FlashAttention in bf16 with torch.compile, as
-# the REDVID models of models/train_models.sh, for GPU_MINUTES each (not run: no GPU was
-# lent to this work). The CPU tml_200-500 is the d32 size of the two smaller models (the
-# published 7 layers, d_model 128 is the cuda recipe's).
+# the first from the fine-tuned tml_10-50 (see models/README.md); DEVICE=cuda uses
+# FlashAttention in bf16 with torch.compile, as the REDVID models of
+# models/train_models.sh, for GPU_MINUTES each, and no fine-tuning stages (not run: no
+# GPU was lent to this work). The CPU tml_200-500 is the d32 size of the two smaller
+# models (the published 7 layers, d_model 128 is the cuda recipe's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -62,6 +63,8 @@ build_data() {  # the sets of the ranges given ($@)
   done
 }
 
+# The CPU recipe's fine-tuning stages (filled below; none in the cuda recipe).
+declare -A TUNE_SEEDS=() TUNE_PER_EVENT=() TUNE_EPOCHS=() TUNE_MINUTES=() TUNE_FROM=()
 if [ "$DEVICE" = cuda ]; then
   COMMON=(--attention flash --precision bf16 --compile --device cuda --warmup_epochs 1
     --dropout 0.1)
@@ -79,16 +82,16 @@ else
   # The fine-tuning stages: one per seed of TUNE_SEEDS, each a new draw of sub-events
   # (TUNE_PER_EVENT per training event) and a new cosine schedule of TUNE_EPOCHS epochs
   # from the previous stage's weights, stopped after the epoch that crosses TUNE_MINUTES.
-  declare -A TUNE_SEEDS=([10-50]="2" [50-100]="2 3")
-  declare -A TUNE_PER_EVENT=([10-50]=2500 [50-100]=800)
-  declare -A TUNE_EPOCHS=([10-50]=5 [50-100]=2)
-  declare -A TUNE_MINUTES=([10-50]=80 [50-100]=50)
+  TUNE_SEEDS=([10-50]="2" [50-100]="2 3")
+  TUNE_PER_EVENT=([10-50]=2500 [50-100]=800)
+  TUNE_EPOCHS=([10-50]=5 [50-100]=2)
+  TUNE_MINUTES=([10-50]=80 [50-100]=50)
   # tml_50-100 starts from the fine-tuned tml_10-50 (same model, same targets): from its
   # own two-epoch weights, one more epoch left the plateau no better (val MSE 0.329 after
   # it; 0.113 from the tml_10-50 weights). The CPU tml_200-500 has no fine-tuning stage:
   # one epoch over 3,360 new sub-events of 200-500 particles from tml_50-100's weights
   # did not end within 110 minutes on one thread (models/README.md).
-  declare -A TUNE_FROM=([50-100]=runs/shipped/tml_10-50_final.pt)
+  TUNE_FROM=([50-100]=runs/shipped/tml_10-50_final.pt)
 fi
 COMMON+=(--data_type trackml --norm hybrid --feedforward swiglu
   --lr_schedule cosine --early_stop 100 --seed 0 --no-evaluate)
@@ -107,7 +110,7 @@ for name in "${NAMES[@]}"; do
   [ -n "${SIZE[$range]:-}" ] || { echo "unknown model $name; tml_10-50 tml_50-100 tml_200-500" >&2; exit 2; }
   build_data "$range"
   init="runs/shipped/$name.pt"
-  if [ "$DEVICE" = cpu ] && [ -n "${TUNE_FROM[$range]:-}" ]; then
+  if [ -n "${TUNE_FROM[$range]:-}" ]; then
     # This model starts from another one's fine-tuned weights (its own first stage is
     # not needed).
     init=${TUNE_FROM[$range]}
@@ -127,7 +130,6 @@ for name in "${NAMES[@]}"; do
   fi
   final=$init
   for seed in ${TUNE_SEEDS[$range]:-}; do
-    [ "$DEVICE" = cpu ] || break
     # A fine-tuning stage from the last weights on a new, larger draw of sub-events with
     # a new schedule (--init_weights: the model options are the checkpoint's): the loss
     # leaves its plateau (per-hit estimates, charge not learned) only after a few more
@@ -145,6 +147,6 @@ for name in "${NAMES[@]}"; do
       --no-progress --model_name "$stage"
     final=$stage
   done
-  if [ "$DEVICE" = cpu ]; then cp "$final" "runs/shipped/${name}_final.pt"; fi
+  [ "$final" = "runs/shipped/${name}_final.pt" ] || cp "$final" "runs/shipped/${name}_final.pt"
   $PY -m evaluation.shipped_models --package "$final" --name "$name"
 done
