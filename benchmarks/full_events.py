@@ -5,7 +5,7 @@ to full events (about 100k hits) and saw the TrackML score fall to 0.45, 0.20 an
 This script measures the same on simulated events (hit-table files of sub-events, e.g.
 ``python -m data_processing.trackml_data data/tml/sim_test --particles 2000-5000
 --sub_events 1 --seed 2 --out data/tml/large_2000-5000.parquet``; ``--particles
-100000-100000`` keeps every particle: a full event without its noise) in two ways:
+all`` keeps every particle: a full event without its noise) in two ways:
 
 - ``whole``: the model on the whole event (skipped above ``--max_whole_hits``: exact
   attention over n hits needs memory and time of order n^2);

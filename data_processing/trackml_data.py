@@ -73,6 +73,9 @@ class SubEventConfig:
     Attributes:
         particles: (min, max) particles per sub-event; N is drawn uniformly from the
             integers min..max (inclusive) for each sub-event.
+        all_particles: take every eligible particle (a full event without its noise, or
+            with all of it under ``keep_noise``); ``particles`` is then ignored and nothing
+            is capped.
         sub_events_per_event: K, the number of sub-events drawn from each full event.
         keep_noise: keep a proportional share of the event's noise hits: round(n_noise * N
             / n_eligible) of them, drawn at random, where n_eligible is the number of
@@ -87,6 +90,7 @@ class SubEventConfig:
 
     particles: tuple[int, int] = (10, 50)
     sub_events_per_event: int = 10
+    all_particles: bool = False
     keep_noise: bool = False
     pixel_only: bool = False
     min_hits: int = 1
@@ -221,6 +225,8 @@ def _build(
     k_sub = config.sub_events_per_event
     low, high = config.particles
     requested = rng.integers(low, high + 1, size=k_sub, dtype=np.int64)
+    if config.all_particles:
+        requested = np.full(k_sub, n_eligible, dtype=np.int64)
     sizes = np.minimum(requested, n_eligible)
     n_capped = int((requested > n_eligible).sum())
     if n_capped:
@@ -378,8 +384,11 @@ def convert_events(
 # --------------------------------------------------------------------------------------
 
 
-def _parse_range(text: str) -> tuple[int, int]:
-    """``"10-50"`` -> (10, 50); ``"20"`` -> (20, 20) (``common.parse_count_range``)."""
+def _parse_range(text: str) -> tuple[int, int] | None:
+    """``"10-50"`` -> (10, 50); ``"20"`` -> (20, 20) (``common.parse_count_range``);
+    ``"all"`` -> None (every eligible particle)."""
+    if text.strip().lower() == "all":
+        return None
     try:
         return parse_count_range(text, "particles per sub-event")
     except ValueError as e:
@@ -395,7 +404,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", help="directory of eventNNNNNNNNN-* files, or one prefix/file")
     parser.add_argument(
-        "--particles", type=_parse_range, default=(10, 50), help="MIN-MAX particles"
+        "--particles",
+        type=_parse_range,
+        default=(10, 50),
+        help="MIN-MAX particles, or 'all' (every particle: full events without noise)",
     )
     # Underscore spellings like the training flags; the hyphenated ones stay as aliases.
     parser.add_argument(
@@ -424,7 +436,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         config = SubEventConfig(
-            particles=args.particles,
+            particles=args.particles or SubEventConfig.particles,
+            all_particles=args.particles is None,
             sub_events_per_event=args.sub_events,
             keep_noise=args.keep_noise,
             pixel_only=args.pixel_only,

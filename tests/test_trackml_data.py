@@ -296,6 +296,20 @@ def test_capping_warns_and_takes_all(event: TrackMLEvent) -> None:
     assert (table.groupby("event_id").size() == N_HITS - N_NOISE).all()
 
 
+def test_all_particles_is_the_capped_draw_without_warning(event: TrackMLEvent) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = build_sub_events(event, SubEventConfig((10, 50), 2, all_particles=True))
+    assert (_chosen_particles(table) == N_PARTICLES_WITH_HITS).all()
+    assert (table.groupby("event_id").size() == N_HITS - N_NOISE).all()
+    with pytest.warns(UserWarning, match="capped"):
+        capped = build_sub_events(event, SubEventConfig((100_000, 100_000), 2))
+    pd.testing.assert_frame_equal(table, capped)
+    # keep_noise keeps every noise hit then: the whole event.
+    noisy = build_sub_events(event, SubEventConfig(all_particles=True, keep_noise=True))
+    assert (noisy.groupby("event_id").size() == N_HITS).all()
+
+
 def test_keep_noise_share(event: TrackMLEvent, truth_hits: pd.DataFrame) -> None:
     table = build_sub_events(event, SubEventConfig((10, 200), 10, keep_noise=True, seed=2))
     n_particles = _chosen_particles(table)
@@ -440,9 +454,18 @@ def test_cli(trackml_sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert set(np.unique(table["volume_id"])) <= set(PIXEL_VOLUMES)
 
 
+def test_cli_all_particles(trackml_sample_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "full.parquet"
+    main([str(trackml_sample_dir), "--particles", "all", "--sub_events", "1", "--out", str(out)])
+    assert "all_particles=True" in capsys.readouterr().out
+    table = read_hit_table(out)
+    assert table.loc[table["particle_id"] != 0, "particle_id"].nunique() == N_PARTICLES_WITH_HITS
+
+
 def test_cli_particle_range_is_parsed_like_track_counts(capsys: pytest.CaptureFixture) -> None:
     assert _parse_range(" 10 - 50 ") == parse_track_range(" 10 - 50 ") == (10, 50)
     assert _parse_range("20") == (20, 20)
+    assert _parse_range(" All ") is None  # every particle
     for bad in ("0-5", "9-3", "ten"):
         with pytest.raises(SystemExit):
             main(["in", "--out", "x.parquet", "--particles", bad])
