@@ -90,7 +90,10 @@ else
   # own two-epoch weights, one more epoch left the plateau no better (val MSE 0.329 after
   # it; 0.113 from the tml_10-50 weights). The CPU tml_200-500 has no fine-tuning stage:
   # one epoch over 3,360 new sub-events of 200-500 particles from tml_50-100's weights
-  # did not end within 110 minutes on one thread (models/README.md).
+  # did not end within 110 minutes on one thread; two stages of 2 epochs over 1,001
+  # sub-events each (about 48 minutes per stage on two threads) lowered the validation
+  # MSE from 0.225 to 0.170 but not the score (0.374 -> 0.306 on 50 real sub-events: a
+  # half-learned charge), so none is run here (models/README.md).
   TUNE_FROM=([50-100]=runs/shipped/tml_10-50_final.pt)
 fi
 COMMON+=(--data_type trackml --norm hybrid --feedforward swiglu
