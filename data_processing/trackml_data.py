@@ -224,9 +224,11 @@ def _build(
     rng = _event_rng(config.seed, event.event_id)
     k_sub = config.sub_events_per_event
     low, high = config.particles
+    # Drawn also for all_particles, so the stream (and the noise draw below) is the same
+    # as a request capped at every particle.
     requested = rng.integers(low, high + 1, size=k_sub, dtype=np.int64)
     if config.all_particles:
-        requested = np.full(k_sub, n_eligible, dtype=np.int64)
+        requested[:] = n_eligible
     sizes = np.minimum(requested, n_eligible)
     n_capped = int((requested > n_eligible).sum())
     if n_capped:

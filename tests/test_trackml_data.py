@@ -454,7 +454,9 @@ def test_cli(trackml_sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert set(np.unique(table["volume_id"])) <= set(PIXEL_VOLUMES)
 
 
-def test_cli_all_particles(trackml_sample_dir: Path, tmp_path: Path, capsys) -> None:
+def test_cli_all_particles(
+    trackml_sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "full.parquet"
     main([str(trackml_sample_dir), "--particles", "all", "--sub_events", "1", "--out", str(out)])
     assert "all_particles=True" in capsys.readouterr().out
