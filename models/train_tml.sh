@@ -19,10 +19,11 @@
 #   evaluation/test.py build themselves through evaluation/tml_test_sets.py)
 #
 # Budgets: DEVICE=cpu (default) trains with --threads 1. tml_10-50: one epoch and then
-# one resumed epoch (1,284 + 618 s on the shared 2-core machine), then a fine-tuning
-# stage of 5 epochs on 60,000 new sub-events (4,963 s); tml_50-100: two fine-tuning
-# stages of 2 epochs on 19,200 new sub-events each (seeds 2 and 3; 3,162 and 3,227 s),
-# the first from the fine-tuned tml_10-50 (see models/README.md); DEVICE=cuda uses
+# one resumed epoch (1,284 + 618 s on the shared 2-core machine), then fine-tuning
+# stages of 5 and 3 epochs on 60,000 new sub-events each (seeds 2 and 3; 4,963 and
+# 3,293 s); tml_50-100: three fine-tuning stages of 2 epochs on 19,200 new sub-events each
+# (seeds 2, 3 and 4; 3,162, 3,227 and 3,495 s), the first from the seed-2 stage of
+# tml_10-50 (see models/README.md); DEVICE=cuda uses
 # FlashAttention in bf16 with torch.compile, as the REDVID models of
 # models/train_models.sh, for GPU_MINUTES each, and no fine-tuning stages (not run: no
 # GPU was lent to this work). The CPU tml_200-500 is the d32 size of the two smaller
@@ -64,7 +65,7 @@ build_data() {  # the sets of the ranges given ($@)
 }
 
 # The CPU recipe's fine-tuning stages (filled below; none in the cuda recipe).
-declare -A TUNE_SEEDS=() TUNE_PER_EVENT=() TUNE_EPOCHS=() TUNE_MINUTES=() TUNE_FROM=()
+declare -A TUNE_STAGES=() TUNE_PER_EVENT=() TUNE_MINUTES=() TUNE_FROM=()
 if [ "$DEVICE" = cuda ]; then
   COMMON=(--attention flash --precision bf16 --compile --device cuda --warmup_epochs 1
     --dropout 0.1)
@@ -79,13 +80,12 @@ else
   declare -A MINUTES=([10-50]=25 [50-100]=20 [200-500]=30)
   declare -A BUDGET=([10-50]=4096 [50-100]=8192 [200-500]=16384)
   declare -A EPOCHS=([10-50]=1 [50-100]=1 [200-500]=1)
-  # The fine-tuning stages: one per seed of TUNE_SEEDS, each a new draw of sub-events
-  # (TUNE_PER_EVENT per training event) and a new cosine schedule of TUNE_EPOCHS epochs
-  # from the previous stage's weights, stopped after the epoch that crosses TUNE_MINUTES.
-  TUNE_SEEDS=([10-50]="2" [50-100]="2 3")
+  # The fine-tuning stages, SEED:EPOCHS each: a new draw of sub-events (seed SEED,
+  # TUNE_PER_EVENT per training event) and a new cosine schedule of EPOCHS epochs from the
+  # previous stage's weights, stopped after the epoch that crosses TUNE_MINUTES.
+  TUNE_STAGES=([10-50]="2:5 3:3" [50-100]="2:2 3:2 4:2")
   TUNE_PER_EVENT=([10-50]=2500 [50-100]=800)
-  TUNE_EPOCHS=([10-50]=5 [50-100]=2)
-  TUNE_MINUTES=([10-50]=80 [50-100]=50)
+  TUNE_MINUTES=([10-50]=80 [50-100]=60)
   # tml_50-100 starts from the fine-tuned tml_10-50 (same model, same targets): from its
   # own two-epoch weights, one more epoch left the plateau no better (val MSE 0.329 after
   # it; 0.113 from the tml_10-50 weights). The CPU tml_200-500 has no fine-tuning stage:
@@ -94,7 +94,7 @@ else
   # sub-events each (about 48 minutes per stage on two threads) lowered the validation
   # MSE from 0.225 to 0.170 but not the score (0.374 -> 0.306 on 50 real sub-events: a
   # half-learned charge), so none is run here (models/README.md).
-  TUNE_FROM=([50-100]=runs/shipped/tml_10-50_final.pt)
+  TUNE_FROM=([50-100]=runs/shipped/tml_10-50_tuned_seed2.pt)
 fi
 COMMON+=(--data_type trackml --norm hybrid --feedforward swiglu
   --lr_schedule cosine --early_stop 100 --seed 0 --no-evaluate)
@@ -132,7 +132,8 @@ for name in "${NAMES[@]}"; do
     fi
   fi
   final=$init
-  for seed in ${TUNE_SEEDS[$range]:-}; do
+  for seed_epochs in ${TUNE_STAGES[$range]:-}; do
+    seed=${seed_epochs%%:*}
     # A fine-tuning stage from the last weights on a new, larger draw of sub-events with
     # a new schedule (--init_weights: the model options are the checkpoint's): the loss
     # leaves its plateau (per-hit estimates, charge not learned) only after a few more
@@ -144,7 +145,7 @@ for name in "${NAMES[@]}"; do
     stage="runs/shipped/${name}_tuned_seed$seed.pt"
     $PY training.py --init_weights "$final" --data_path "$tune_data" \
       --data_type trackml --tracks "$range" --max_nr_hits "${MAX_HITS[$range]}" \
-      --hits_per_batch "${BUDGET[$range]}" --nr_epochs "${TUNE_EPOCHS[$range]}" \
+      --hits_per_batch "${BUDGET[$range]}" --nr_epochs "${seed_epochs#*:}" \
       --max_minutes "${TUNE_MINUTES[$range]}" --attention flash --device cpu --threads 1 \
       --lr_schedule cosine --warmup_epochs 0.05 --early_stop 100 --seed 0 --no-evaluate \
       --no-progress --model_name "$stage"
