@@ -20,10 +20,10 @@
 #
 # Budgets: DEVICE=cpu (default) trains with --threads 1. tml_10-50: one epoch and then
 # one resumed epoch (1,284 + 618 s on the shared 2-core machine), then fine-tuning
-# stages of 5 and 3 epochs on 60,000 new sub-events each (seeds 2 and 3; 4,963 and
-# 3,293 s); tml_50-100: three fine-tuning stages of 2 epochs on 19,200 new sub-events each
-# (seeds 2, 3 and 4; 3,162, 3,227 and 3,495 s), the first from the seed-2 stage of
-# tml_10-50 (see models/README.md); DEVICE=cuda uses
+# stages of 5, 3 and 2 epochs on 60,000 new sub-events each (seeds 2, 3 and 4; 4,963,
+# 3,293 and 2,006 s); tml_50-100: four fine-tuning stages of 2, 2, 2 and 1 epochs on
+# 19,200 new sub-events each (seeds 2 to 5; 3,162, 3,227, 3,495 and 1,620 s), the first
+# from the seed-2 stage of tml_10-50 (see models/README.md); DEVICE=cuda uses
 # FlashAttention in bf16 with torch.compile, as the REDVID models of
 # models/train_models.sh, for GPU_MINUTES each, and no fine-tuning stages (not run: no
 # GPU was lent to this work). The CPU tml_200-500 is the d32 size of the two smaller
@@ -83,7 +83,7 @@ else
   # The fine-tuning stages, SEED:EPOCHS each: a new draw of sub-events (seed SEED,
   # TUNE_PER_EVENT per training event) and a new cosine schedule of EPOCHS epochs from the
   # previous stage's weights, stopped after the epoch that crosses TUNE_MINUTES.
-  TUNE_STAGES=([10-50]="2:5 3:3" [50-100]="2:2 3:2 4:2")
+  TUNE_STAGES=([10-50]="2:5 3:3 4:2" [50-100]="2:2 3:2 4:2 5:1")
   TUNE_PER_EVENT=([10-50]=2500 [50-100]=800)
   TUNE_MINUTES=([10-50]=80 [50-100]=60)
   # tml_50-100 starts from the fine-tuned tml_10-50 (same model, same targets): from its
